@@ -1,0 +1,128 @@
+"""File access for local paths and remote ones (gs://, ...) behind one small API.
+
+Local files use Python's own I/O (fast, no TensorFlow import). Anything with a URL scheme goes
+through `tf.io.gfile`, imported only then, so building data from local text never pays for TF.
+"""
+
+import glob as _glob
+import io
+import os
+import shutil
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _local(path):
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def _gfile():
+    import tensorflow as tf  # Deferred: only remote paths need it.
+
+    return tf.io.gfile
+
+
+def open_read(path: str):
+    """Binary, buffered reader. Raises FileNotFoundError naming the path."""
+    if not is_remote(path):
+        return open(_local(path), "rb")
+    g = _gfile()
+    if not g.exists(path):
+        raise FileNotFoundError("No such file: %s" % path)
+    return io.BufferedReader(_GFileRaw(g.GFile(path, "rb")), buffer_size=1 << 20)
+
+
+def open_write(path: str):
+    if not is_remote(path):
+        return open(_local(path), "wb")
+    return _gfile().GFile(path, "wb")
+
+
+def read_bytes(path: str) -> bytes:
+    with open_read(path) as f:
+        return f.read()
+
+
+def write_bytes_atomic(path: str, data: bytes):
+    """Writes to a temporary name, then renames: readers never see a half-written file."""
+    tmp = path + ".tmp-%d" % os.getpid()
+    with open_write(tmp) as f:
+        f.write(data)
+    rename(tmp, path)
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(_local(path)) if not is_remote(path) else _gfile().exists(path)
+
+
+def isdir(path: str) -> bool:
+    return os.path.isdir(_local(path)) if not is_remote(path) else _gfile().isdir(path)
+
+
+def size(path: str) -> int:
+    return os.path.getsize(_local(path)) if not is_remote(path) else _gfile().stat(path).length
+
+
+def mtime(path: str) -> float:
+    if not is_remote(path):
+        return os.path.getmtime(_local(path))
+    return _gfile().stat(path).mtime_nsec / 1e9
+
+
+def glob(pattern: str):
+    if not is_remote(pattern):
+        return sorted(_glob.glob(_local(pattern)))
+    return sorted(_gfile().glob(pattern))
+
+
+def listdir(path: str):
+    return sorted(os.listdir(_local(path))) if not is_remote(path) else sorted(_gfile().listdir(path))
+
+
+def makedirs(path: str):
+    if not is_remote(path):
+        os.makedirs(_local(path), exist_ok=True)
+    else:
+        _gfile().makedirs(path)
+
+
+def rename(src: str, dst: str):
+    if not is_remote(src):
+        os.replace(_local(src), _local(dst))
+    else:
+        _gfile().rename(src, dst, overwrite=True)
+
+
+def remove(path: str):
+    if not is_remote(path):
+        if os.path.isdir(_local(path)):
+            shutil.rmtree(_local(path))
+        elif os.path.exists(_local(path)):
+            os.remove(_local(path))
+    elif _gfile().exists(path):
+        _gfile().remove(path)
+
+
+def join(*parts: str) -> str:
+    return os.path.join(*parts) if not is_remote(parts[0]) else "/".join(p.rstrip("/") for p in parts)
+
+
+class _GFileRaw(io.RawIOBase):
+    """Adapts a tf.io.gfile.GFile to io.RawIOBase so it can be buffered and decoded like a file."""
+
+    def __init__(self, gfile):
+        self._f = gfile
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self._f.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self):
+        self._f.close()
+        super().close()

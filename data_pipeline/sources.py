@@ -1,0 +1,217 @@
+"""Streams documents out of raw corpora: plain text, JSON lines, .gz, globs, gs:// and TFDS.
+
+A document is a list of sentences (strings). Conventions:
+  * plain text (Google's): one sentence per line, a blank line between documents;
+  * JSON lines: one document per line, its text in `text_field`, sentences split at newlines;
+  * `tfds:name[/config][:version]`: one document per example, text in `text_field`.
+
+Nothing is held beyond one document, and a document is cut into pieces of at most
+`max_document_chars` (lines longer than that are cut too), so memory stays bounded whatever the
+input looks like (a 10 GB file without blank lines is not one document).
+"""
+
+import dataclasses
+import gzip
+import io
+import json
+import re
+from typing import Iterator, List, Optional
+
+from data_pipeline import fs
+
+TFDS_PREFIX = "tfds:"
+_INVALID_BYTE = re.compile("[\udc80-\udcff]")  # How surrogateescape decoding marks a bad byte.
+_MAX_REPORTED = 5
+
+
+class InputError(ValueError):
+    """Raised for inputs that cannot be read or hold nothing to build from."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+    inputs: tuple                     # Paths, globs (local or gs://) and tfds:NAME entries.
+    input_format: str = "auto"        # auto | text | jsonl  (auto: by extension, .jsonl/.json)
+    text_field: str = "text"
+    tfds_data_dir: Optional[str] = None
+    tfds_split: str = "train"
+    max_document_chars: int = 1_000_000
+    allow_empty_files: bool = False
+
+
+@dataclasses.dataclass
+class ReadStats:
+    """Counts of what the reader saw; `problems` keeps the first few (file, line, reason)."""
+
+    documents: int = 0
+    bytes: int = 0
+    invalid_utf8_lines: int = 0
+    bad_json_lines: int = 0
+    documents_cut: int = 0
+    problems: List[tuple] = dataclasses.field(default_factory=list)
+
+    def note(self, path, line, reason):
+        if len(self.problems) < _MAX_REPORTED:
+            self.problems.append((path, line, reason))
+
+
+def resolve_inputs(inputs) -> List[str]:
+    """Expands globs; errors name the pattern that matched nothing."""
+    if not inputs:
+        raise InputError("No input given: pass --input=FILE[,GLOB,tfds:NAME,...].")
+    paths = []
+    for pattern in inputs:
+        if pattern.startswith(TFDS_PREFIX):
+            paths.append(pattern)
+            continue
+        matches = [p for p in fs.glob(pattern) if not fs.isdir(p)]
+        if not matches:
+            raise InputError("Input %r matches no file (check --input; paths are relative to %s)."
+                             % (pattern, __import__("os").getcwd()))
+        paths.extend(matches)
+    return paths
+
+
+def iter_documents(config: SourceConfig, paths: List[str], stats: ReadStats) -> Iterator[List[str]]:
+    """Yields every document of every path, in order."""
+    for path in paths:
+        if path.startswith(TFDS_PREFIX):
+            docs = _tfds_documents(config, path)
+        elif _is_jsonl(config, path):
+            docs = _jsonl_documents(config, path, stats)
+        else:
+            docs = _text_documents(config, path, stats)
+        found = 0
+        for doc in docs:
+            for piece in _cut(doc, config.max_document_chars, stats):
+                found += 1
+                stats.documents += 1
+                yield piece
+        if not found and not config.allow_empty_files:
+            raise InputError("Input file %s holds no text (empty or whitespace only). Remove it or "
+                             "pass --allow_empty_files to skip such files." % path)
+
+
+def count_tfds_documents(config: SourceConfig, path: str) -> int:
+    return _tfds_builder(config, path).info.splits[config.tfds_split].num_examples
+
+
+def _is_jsonl(config, path):
+    if config.input_format != "auto":
+        return config.input_format == "jsonl"
+    name = path[:-3] if path.endswith(".gz") else path
+    return name.endswith((".jsonl", ".json", ".ndjson"))
+
+
+def _open_text(path):
+    try:
+        raw = fs.open_read(path)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        raise InputError("Cannot read input %s: %s" % (path, e))
+    if path.endswith(".gz"):
+        raw = gzip.GzipFile(fileobj=raw)
+    # surrogateescape keeps going through invalid UTF-8 and marks each bad byte, so we can count it.
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="\n")
+
+
+def _lines(path, stats, limit):
+    """Yields (line number, text without its newline), each invalid UTF-8 byte dropped and counted."""
+    with _open_text(path) as f:
+        number = 0
+        while True:
+            try:
+                line = f.readline(limit)
+            except (OSError, EOFError) as e:  # A truncated .gz, a vanished remote file.
+                raise InputError("Input %s is unreadable after line %d: %s" % (path, number, e))
+            if not line:
+                return
+            number += 1
+            stats.bytes += len(line)
+            if not line.isascii() and _INVALID_BYTE.search(line):
+                stats.invalid_utf8_lines += 1
+                stats.note(path, number, "invalid UTF-8")
+                line = _INVALID_BYTE.sub("", line)
+            yield number, line.rstrip("\r\n")
+
+
+def _text_documents(config, path, stats):
+    doc = []
+    for _, line in _lines(path, stats, config.max_document_chars):
+        line = line.strip()
+        if line:
+            doc.append(line)
+        elif doc:
+            yield doc
+            doc = []
+    if doc:
+        yield doc
+
+
+def _jsonl_documents(config, path, stats):
+    # A JSON record cannot be cut mid-line, so lines are read whole here.
+    for number, line in _lines(path, stats, -1):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)[config.text_field]
+        except (ValueError, KeyError, TypeError, IndexError):
+            stats.bad_json_lines += 1
+            stats.note(path, number, "not a JSON object with a %r field" % config.text_field)
+            continue
+        doc = _split_text(text)
+        if doc:
+            yield doc
+
+
+def _split_text(text):
+    if not isinstance(text, str):
+        return []
+    return [s.strip() for s in text.split("\n") if s.strip()]
+
+
+def _cut(doc, max_chars, stats):
+    """Cuts a document into pieces of at most max_chars characters, at line boundaries."""
+    total = sum(len(s) for s in doc)
+    if total <= max_chars:
+        yield doc
+        return
+    stats.documents_cut += 1
+    piece, size = [], 0
+    for sentence in doc:
+        if piece and size + len(sentence) > max_chars:
+            yield piece
+            piece, size = [], 0
+        piece.append(sentence)
+        size += len(sentence)
+    if piece:
+        yield piece
+
+
+def _tfds_builder(config, path):
+    import tensorflow_datasets as tfds  # Deferred: imports TensorFlow.
+
+    name = path[len(TFDS_PREFIX):]
+    try:
+        return tfds.builder(name, data_dir=config.tfds_data_dir)
+    except Exception as e:  # TFDS raises several types (DatasetNotFoundError, ValueError, ...).
+        raise InputError("TFDS dataset %r cannot be opened (check the name and --tfds_data_dir=%s): %s"
+                         % (name, config.tfds_data_dir, str(e).splitlines()[0] if str(e) else e))
+
+
+def _tfds_documents(config, path):
+    import tensorflow_datasets as tfds
+
+    builder = _tfds_builder(config, path)
+    if config.tfds_split not in builder.info.splits:
+        raise InputError("TFDS dataset %s has no split %r (it has: %s)."
+                         % (path, config.tfds_split, ", ".join(builder.info.splits)))
+    features = builder.info.features
+    if config.text_field not in features:
+        raise InputError("TFDS dataset %s has no feature %r (it has: %s); set --text_field."
+                         % (path, config.text_field, ", ".join(features)))
+    dataset = builder.as_dataset(split=config.tfds_split, shuffle_files=False)
+    for example in tfds.as_numpy(dataset):
+        value = example[config.text_field]
+        doc = _split_text(value.decode("utf-8", "ignore") if isinstance(value, bytes) else value)
+        if doc:
+            yield doc

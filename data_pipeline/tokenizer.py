@@ -1,0 +1,310 @@
+"""One tokenizer interface over WordPiece `vocab.txt` files and SentencePiece `.model` files.
+
+WordPiece tokenization reproduces google-research/bert's `FullTokenizer` (BasicTokenizer followed by
+WordpieceTokenizer) id for id, but runs in HF `tokenizers` (Rust), roughly 50x faster than the Python
+reference. A few Unicode corners where the HF normalizer disagrees with Google's character classes
+are patched with explicit `Replace` rules (see `_google_parity_rules`); the tests check parity on
+English, Chinese, accented, punctuation-heavy and random Unicode text.
+
+Special tokens ([PAD] [UNK] [CLS] [SEP] [MASK]) are always looked up by name in the vocabulary.
+
+Example:
+    tok = load_tokenizer("vocab.txt", lower_case=True)
+    ids = tok.encode("Hello, world!")          # [7592, 1010, 2088, 999] for bert-base-uncased
+    tok.special_ids.cls                        # id of [CLS] in this vocab
+"""
+
+import dataclasses
+import hashlib
+import re
+import unicodedata
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+SPECIAL_TOKEN_NAMES = ("pad", "unk", "cls", "sep", "mask")
+
+# SentencePiece models trained elsewhere (ALBERT, T5-style) spell some specials differently.
+_SPM_ALIASES = {"pad": ("[PAD]", "<pad>"), "unk": ("[UNK]", "<unk>"), "cls": ("[CLS]", "<cls>"),
+                "sep": ("[SEP]", "<sep>"), "mask": ("[MASK]", "<mask>")}
+
+# Tokens of the form [xxx] (e.g. [unused12]) are reserved slots, never real text: they are excluded
+# from the random replacements of MLM masking.
+_RESERVED_TOKEN = re.compile(r"^\[[^\]\s]+\]$|^<[^>\s]+>$")
+
+# google-research/bert's WordpieceTokenizer default (the Python reference, not HF's 100).
+GOOGLE_MAX_INPUT_CHARS_PER_WORD = 200
+
+
+class VocabError(ValueError):
+    """A vocabulary file is missing, unreadable, or lacks a required special token."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialIds:
+    pad: int
+    unk: int
+    cls: int
+    sep: int
+    mask: int
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+class Tokenizer:
+    """Common interface. Subclasses set `vocab`, `special_ids`, `kind`, `path` and `_is_continuation`."""
+
+    kind: str
+    path: str
+    vocab: List[str]
+    special_ids: SpecialIds
+    lower_case: bool
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> List[int]:
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        raise NotImplementedError  # Implemented by both subclasses; this is the abstract base.
+
+    def tokenize(self, text: str) -> List[str]:
+        return [self.vocab[i] for i in self.encode(text)]
+
+    def token_to_id(self, token: str) -> Optional[int]:
+        return self._token_index.get(token)
+
+    def id_to_token(self, index: int) -> str:
+        return self.vocab[index]
+
+    def encode_with_offsets(self, texts: Sequence[str]):
+        """Returns, per text, (ids, start character offsets into the text)."""
+        raise NotImplementedError  # Implemented by both subclasses; this is the abstract base.
+
+    def word_start_table(self) -> np.ndarray:
+        """bool[vocab_size]: True where a token begins a new word (not a `##` piece, or a `▁` piece)."""
+        return ~self._is_continuation
+
+    def random_replacement_ids(self) -> np.ndarray:
+        """int32 ids that MLM masking may draw as random replacements: no special or reserved token."""
+        specials = set(self.special_ids.as_dict().values())
+        keep = [i for i, t in enumerate(self.vocab)
+                if i not in specials and not _RESERVED_TOKEN.match(t) and not self._is_control(i)]
+        return np.asarray(keep, dtype=np.int32)
+
+    def _is_control(self, index: int) -> bool:
+        return False
+
+    def checksum(self) -> str:
+        """sha256 of the vocabulary file: recorded in manifests so data and models can be matched."""
+        return _sha256_file(self.path)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "vocab_size": self.vocab_size,
+                "lower_case": self.lower_case, "sha256": self.checksum(),
+                "special_ids": self.special_ids.as_dict()}
+
+    def _index_vocab(self):
+        self._token_index = {t: i for i, t in enumerate(self.vocab)}
+
+
+class WordPieceTokenizer(Tokenizer):
+    """Google-compatible WordPiece over a `vocab.txt` (one token per line, id = line number)."""
+
+    kind = "wordpiece"
+
+    def __init__(self, vocab_path: str, lower_case: bool = True, strip_accents: Optional[bool] = None,
+                 max_input_chars_per_word: int = GOOGLE_MAX_INPUT_CHARS_PER_WORD):
+        from tokenizers import Tokenizer as HFTokenizer, models
+
+        self.path = vocab_path
+        self.lower_case = lower_case
+        # Google strips accents exactly when it lower-cases; either may be set on its own here.
+        self.strip_accents = lower_case if strip_accents is None else strip_accents
+        self.vocab = _read_vocab_lines(vocab_path)
+        self._index_vocab()
+        self.special_ids = _lookup_specials(self._token_index, vocab_path,
+                                            {k: ("[%s]" % k.upper(),) for k in SPECIAL_TOKEN_NAMES})
+        model = models.WordPiece(self._token_index, unk_token="[UNK]",
+                                 continuing_subword_prefix="##",
+                                 max_input_chars_per_word=max_input_chars_per_word)
+        hf = HFTokenizer(model)
+        hf.normalizer, hf.pre_tokenizer = _hf_pipeline(lower_case, self.strip_accents,
+                                                       _pick_standin(self.vocab))
+        # No special tokens are registered with HF: like Google's tokenizer, a literal "[MASK]" in raw
+        # text is split as ordinary punctuation + word, so text can never inject control tokens.
+        self._hf = hf
+        self._is_continuation = np.array([t.startswith("##") for t in self.vocab], dtype=bool)
+
+    def encode_batch(self, texts):
+        return [e.ids for e in self._hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_with_offsets(self, texts):
+        out = []
+        for e in self._hf.encode_batch(list(texts), add_special_tokens=False):
+            out.append((e.ids, [s for s, _ in e.offsets]))
+        return out
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece `.model`; specials found by name ([PAD] or <pad>, ...)."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_path: str, lower_case: bool = False):
+        import sentencepiece as spm
+
+        self.path = model_path
+        self.lower_case = lower_case
+        self._sp = spm.SentencePieceProcessor()
+        try:
+            self._sp.LoadFromSerializedProto(_read_bytes(model_path))
+        except (RuntimeError, OSError) as e:
+            raise VocabError("%s is not a readable SentencePiece model (%s)." % (model_path, e))
+        self.vocab = [self._sp.IdToPiece(i) for i in range(self._sp.GetPieceSize())]
+        self._index_vocab()
+        self.special_ids = _lookup_specials(self._token_index, model_path, _SPM_ALIASES)
+        self._is_continuation = np.array([not t.startswith("\u2581") for t in self.vocab], dtype=bool)
+        for i in self.special_ids.as_dict().values():
+            self._is_continuation[i] = False
+
+    def _prepare(self, text):
+        return text.lower() if self.lower_case else text
+
+    def encode_batch(self, texts):
+        return self._sp.EncodeAsIds([self._prepare(t) for t in texts])
+
+    def encode_with_offsets(self, texts):
+        out = []
+        for t in texts:
+            proto = self._sp.encode(self._prepare(t), return_type="proto")
+            # SentencePiece reports UTF-8 byte offsets; convert them to character offsets.
+            char_at = _byte_to_char_offsets(t)
+            out.append(([p.id for p in proto.pieces], [char_at[p.begin] for p in proto.pieces]))
+        return out
+
+    def _is_control(self, index):
+        sp = self._sp
+        return sp.IsControl(index) or sp.IsUnknown(index) or sp.IsUnused(index)
+
+
+def load_tokenizer(path: str, lower_case: Optional[bool] = None, **kwargs) -> Tokenizer:
+    """Opens a WordPiece `vocab.txt` or a SentencePiece `.model` (any other name: tried as a model).
+
+    Args:
+      path: local or gs:// path of the vocabulary.
+      lower_case: lower-case input (WordPiece default True, SentencePiece default False).
+    """
+    if not path.endswith(".txt") and _is_sentencepiece(path):
+        return SentencePieceTokenizer(path, lower_case=bool(lower_case))
+    return WordPieceTokenizer(path, lower_case=True if lower_case is None else lower_case, **kwargs)
+
+
+def _is_sentencepiece(path):
+    import sentencepiece as spm
+
+    if path.endswith(".model"):
+        return True
+    try:
+        spm.SentencePieceProcessor().LoadFromSerializedProto(_read_bytes(path))
+        return True
+    except (RuntimeError, TypeError):
+        return False
+
+
+def _hf_pipeline(lower_case, strip_accents, standin):
+    """HF normalizer and pre-tokenizer that reproduce Google's BasicTokenizer.
+
+    HF's BertNormalizer/BertPreTokenizer implement Google's rules, but with Unicode tables of their
+    own version. `_unicode_parity.RULES` (generated by a full scan, re-checked by the tests) lists
+    the code points where they disagree with Google's rules under this Python's `unicodedata`:
+    Google deletes them (C* and, with accent stripping, Mn), splits them off (P*, CJK), or keeps them
+    inside a word. The last kind is mapped to `standin`, a letter absent from the vocabulary, which
+    turns the word into [UNK] exactly as Google's unmatched character does.
+    """
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    from data_pipeline._unicode_parity import RULES
+
+    rules = RULES[(bool(lower_case), bool(strip_accents))]
+    fixes = []
+    if rules["delete"]:
+        fixes.append(normalizers.Replace(Regex(_char_class(rules["delete"])), ""))
+    if rules["letter"]:
+        fixes.append(normalizers.Replace(Regex(_char_class(rules["letter"])), standin))
+    normalizer = normalizers.Sequence(fixes + [normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents,
+        lowercase=lower_case)])
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    if rules["isolate"]:
+        pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizer, pre_tokenizers.Split(
+            Regex(_char_class(rules["isolate"])), behavior="isolated")])
+    return normalizer, pre_tokenizer
+
+
+def _char_class(ranges):
+    def esc(cp):
+        return "\\x{%x}" % cp
+    return "[" + "".join(esc(a) if a == b else "%s-%s" % (esc(a), esc(b)) for a, b in ranges) + "]"
+
+
+def _pick_standin(vocab):
+    """A letter with no case, no decomposition and no BERT meaning that no vocab token contains."""
+    used = set("".join(vocab))
+    for cp in range(0xA4D0, 0xA4F8):  # Lisu letters (Lo).
+        if chr(cp) not in used:
+            return chr(cp)
+    raise VocabError("Vocabulary uses every Lisu letter; cannot pick a parity stand-in character.")
+
+
+def _lookup_specials(index, path, names):
+    found, missing = {}, []
+    for key in SPECIAL_TOKEN_NAMES:
+        hit = next((index[n] for n in names[key] if n in index), None)
+        if hit is None:
+            missing.append(names[key][0])
+        found[key] = hit
+    if missing:
+        raise VocabError("Vocabulary %s lacks the special token(s) %s. Rebuild it with "
+                         "`python -m launch.build_vocab`, or add them to the file." % (path, ", ".join(missing)))
+    return SpecialIds(**found)
+
+
+def _read_bytes(path):
+    from data_pipeline import fs
+
+    try:
+        return fs.read_bytes(path)
+    except FileNotFoundError:
+        raise VocabError("Vocabulary file %s does not exist (check --vocab)." % path)
+
+
+def _read_vocab_lines(path):
+    data = _read_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise VocabError("Vocabulary %s is not UTF-8 text (%s)." % (path, e))
+    # Google strips each line; a token per line, id = line number. A trailing newline adds no token.
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    vocab = [line.strip() for line in lines]
+    if not vocab:
+        raise VocabError("Vocabulary %s is empty." % path)
+    return vocab
+
+
+def _byte_to_char_offsets(text):
+    table = []
+    for i, ch in enumerate(text):
+        table.extend([i] * len(ch.encode("utf-8")))
+    table.append(len(text))
+    return table
+
+
+def _sha256_file(path):
+    return hashlib.sha256(_read_bytes(path)).hexdigest()
