@@ -60,10 +60,10 @@ def _mix_np(x):
 
 
 def hash24_np(seed, epoch, example_ids, counters, stream):
-    """24 random bits per (example, counter): uint32 [batch, len]."""
+    """24 random bits per (example, counter): uint32 [batch, len]. epoch: scalar or [batch]."""
     ex = np.asarray(example_ids, dtype=np.int64)[:, None]
     h = _mix_np(np.full((1, 1), (seed & 0xFFFFFFFF) ^ 0x9E3779B9, dtype=np.uint32))
-    h = _mix_np(h ^ np.uint32(epoch & 0xFFFFFFFF))
+    h = _mix_np(h ^ (np.asarray(epoch, dtype=np.int64).reshape(-1, 1) & 0xFFFFFFFF).astype(np.uint32))
     h = _mix_np(h ^ (ex & 0xFFFFFFFF).astype(np.uint32))
     h = _mix_np(h ^ (ex >> 32).astype(np.uint32))
     h = _mix_np(h ^ (np.asarray(counters).astype(np.uint32) * np.uint32(4) + np.uint32(stream)))
@@ -140,7 +140,7 @@ def _mix_tf(tf, x):
 
 
 def hash24_tf(seed, epoch, example_ids, counters, stream):
-    """TensorFlow twin of `hash24_np` (epoch may be a tensor)."""
+    """TensorFlow twin of `hash24_np`."""
     import tensorflow as tf
 
     def u32(x):
@@ -148,7 +148,7 @@ def hash24_tf(seed, epoch, example_ids, counters, stream):
 
     ex = tf.cast(example_ids, tf.int64)[:, None]
     h = _mix_tf(tf, tf.fill([1, 1], tf.constant((seed & 0xFFFFFFFF) ^ 0x9E3779B9, tf.uint32)))
-    h = _mix_tf(tf, tf.bitwise.bitwise_xor(h, u32(epoch)))
+    h = _mix_tf(tf, tf.bitwise.bitwise_xor(h, tf.reshape(u32(epoch), [-1, 1])))
     h = _mix_tf(tf, tf.bitwise.bitwise_xor(h, u32(ex)))
     h = _mix_tf(tf, tf.bitwise.bitwise_xor(h, u32(tf.bitwise.right_shift(ex, 32))))
     c = u32(counters) * tf.constant(4, tf.uint32) + tf.constant(stream, tf.uint32)
@@ -178,7 +178,8 @@ def mask_tf(input_ids, word_starts, example_ids, *, seed, epoch, special_ids, re
     word_len = tf.gather(counts, flat)
     num_real = tf.cast(tf.reduce_sum(tf.cast(real, tf.int64), axis=1), tf.float64)
     budget = tf.round(num_real * config.masked_lm_prob)          # round half to even, like Python
-    remaining = tf.cast(tf.minimum(float(P), tf.maximum(1.0, budget)), tf.int64)[:, None]
+    budget = tf.minimum(tf.constant(P, tf.float64), tf.maximum(tf.constant(1.0, tf.float64), budget))
+    remaining = tf.cast(budget, tf.int64)[:, None]
     selected = tf.zeros_like(maskable)
     for _ in range(_PASSES):
         candidate = maskable & ~selected & (word_len <= remaining)

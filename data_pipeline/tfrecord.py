@@ -19,44 +19,79 @@ _INT64_LIST = 3  # Feature.int64_list field number
 _FLOAT_LIST = 2  # Feature.float_list field number
 
 
-def encode_example(features: Dict[str, np.ndarray], float_keys=()) -> bytes:
-    """Serialises one `tf.train.Example`; features in the given order, floats for `float_keys`."""
-    body = bytearray()
-    for key, values in features.items():
+def encode_examples(columns: Dict[str, np.ndarray], float_keys=()) -> List[bytes]:
+    """Serialises N `tf.train.Example`s at once; columns map a feature name to a [N, k] array.
+
+    The varint work is vectorised over the whole [N, k] matrix of each feature; only the few
+    header bytes per record are assembled in Python.
+    """
+    rows = None
+    for key, matrix in columns.items():
+        matrix = np.asarray(matrix)
+        if matrix.ndim != 2:
+            raise ValueError("Feature %r must be a [N, k] array, got shape %s" % (key, matrix.shape))
         if key in float_keys:
-            packed = np.asarray(values, dtype="<f4").tobytes()
+            flat = matrix.astype("<f4").tobytes()
+            sizes = np.full(len(matrix), 4 * matrix.shape[1])
             kind = _FLOAT_LIST
         else:
-            packed = encode_varints(np.asarray(values, dtype=np.int64))
+            flat, per_value = encode_varints(matrix.astype(np.int64).ravel(), return_sizes=True)
+            sizes = per_value.reshape(matrix.shape).sum(axis=1)
             kind = _INT64_LIST
-        value_list = b"\x0a" + _varint(len(packed)) + packed          # {Int64,Float}List.value
-        feature = bytes([(kind << 3) | 2]) + _varint(len(value_list)) + value_list
+        ends = np.cumsum(sizes).tolist()
+        starts = [0] + ends[:-1]
         name = key.encode("utf-8")
-        entry = b"\x0a" + _varint(len(name)) + name + b"\x12" + _varint(len(feature)) + feature
-        body += b"\x0a" + _varint(len(entry)) + entry                  # Features.feature map entry
-    return b"\x0a" + _varint(len(body)) + bytes(body)                   # Example.features
+        name_part = b"\x0a" + _varint(len(name)) + name + b"\x12"
+        if rows is None:
+            rows = [bytearray() for _ in range(len(matrix))]
+        for row, a, b in zip(rows, starts, ends):
+            packed = flat[a:b]
+            value_list = b"\x0a" + _varint(b - a) + packed                    # {Int64,Float}List.value
+            feature = bytes(((kind << 3) | 2,)) + _varint(len(value_list)) + value_list
+            entry = name_part + _varint(len(feature)) + feature
+            row += b"\x0a" + _varint(len(entry)) + entry                       # Features.feature entry
+    return [b"\x0a" + _varint(len(body)) + bytes(body) for body in rows or []]  # Example.features
 
 
-def encode_varints(values: np.ndarray) -> bytes:
-    """Protobuf varint encoding of a non-negative int64 array, vectorised."""
-    v = values.astype(np.uint64)
-    if v.size == 0:
-        return b""
+def encode_example(features: Dict[str, np.ndarray], float_keys=()) -> bytes:
+    """Serialises one `tf.train.Example` (features in the given order)."""
+    return encode_examples({k: np.asarray(v).reshape(1, -1) for k, v in features.items()},
+                           float_keys)[0]
+
+
+def encode_varints(values: np.ndarray, return_sizes=False):
+    """Protobuf varint encoding of a non-negative int64 array, vectorised.
+
+    Returns the bytes, and with return_sizes also the byte count of each value.
+    """
     if (values < 0).any():
         raise ValueError("Negative values cannot be stored by this encoder: %s" % values[values < 0][:5])
+    v = values.astype(np.uint64)
     nbytes = np.ones(v.shape, dtype=np.int64)
     for shift in range(7, 64, 7):
         nbytes += v >= np.uint64(1 << shift)
-    width = int(nbytes.max())
+    width = int(nbytes.max()) if v.size else 1
     # Column j holds the 7-bit group j of every value, with the continuation bit where needed.
     groups = np.stack([(v >> np.uint64(7 * j)) & np.uint64(0x7F) for j in range(width)], axis=1)
     more = np.arange(width)[None, :] < (nbytes[:, None] - 1)
     groups = (groups | (more.astype(np.uint64) << np.uint64(7))).astype(np.uint8)
-    keep = np.arange(width)[None, :] < nbytes[:, None]
-    return groups[keep].tobytes()
+    data = groups[np.arange(width)[None, :] < nbytes[:, None]].tobytes()
+    return (data, nbytes) if return_sizes else data
+
+
+_VARINT_CACHE = {}
 
 
 def _varint(n: int) -> bytes:
+    if n < 16384:
+        cached = _VARINT_CACHE.get(n)
+        if cached is None:
+            cached = _VARINT_CACHE[n] = _varint_uncached(n)
+        return cached
+    return _varint_uncached(n)
+
+
+def _varint_uncached(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)

@@ -1,0 +1,57 @@
+"""The TFRecord feature layouts, defined once for the writer (builder) and the reader (loader).
+
+`google`: google-research/bert's static-mask layout (CONTRACTS.md §1), readable by its
+  run_pretraining.py and by TF Model Garden unchanged. Padding value 0.
+`dynamic`: token ids plus word-start flags; the loader draws the mask each epoch. Padding with the
+  vocabulary's [PAD] id (the attention mask is `input_ids != pad`). `segment_ids` and
+  `next_sentence_labels` exist only for sentence-pair layouts (NSP/SOP).
+"""
+
+import dataclasses
+from typing import List
+
+GOOGLE = "google"
+DYNAMIC = "dynamic"
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    name: str
+    dtype: str      # "int64" | "float32"
+    length: int
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def features(record_format: str, seq_len: int, max_predictions: int, pairs: bool) -> List[Feature]:
+    if record_format == GOOGLE:
+        return [Feature("input_ids", "int64", seq_len),
+                Feature("input_mask", "int64", seq_len),
+                Feature("segment_ids", "int64", seq_len),
+                Feature("masked_lm_positions", "int64", max_predictions),
+                Feature("masked_lm_ids", "int64", max_predictions),
+                Feature("masked_lm_weights", "float32", max_predictions),
+                Feature("next_sentence_labels", "int64", 1)]
+    if record_format == DYNAMIC:
+        out = [Feature("input_ids", "int64", seq_len), Feature("word_starts", "int64", seq_len)]
+        if pairs:
+            out += [Feature("segment_ids", "int64", seq_len), Feature("next_sentence_labels", "int64", 1)]
+        return out
+    raise ValueError("Unknown record format %r (expected %r or %r)" % (record_format, GOOGLE, DYNAMIC))
+
+
+def from_manifest(entries) -> List[Feature]:
+    return [Feature(**e) for e in entries]
+
+
+def parse_spec(feature_list: List[Feature]):
+    """The `tf.io.parse_example` spec for these features."""
+    import tensorflow as tf
+
+    dtypes = {"int64": tf.int64, "float32": tf.float32}
+    return {f.name: tf.io.FixedLenFeature([f.length], dtypes[f.dtype]) for f in feature_list}
+
+
+def float_keys(feature_list: List[Feature]):
+    return {f.name for f in feature_list if f.dtype == "float32"}
