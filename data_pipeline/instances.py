@@ -93,21 +93,28 @@ def make_instances(documents: List[List[Sentence]], config: InstanceConfig, cls_
     return instances
 
 
+_FALSE = np.zeros(1, bool)
+
+
 def _assemble(parts, cls_id, sep_id):
     """[CLS] part0 [SEP] part1 [SEP] ...; each part a list of sentences; segment i for part i."""
-    ids, starts, segments = [np.array([cls_id], np.int32)], [np.zeros(1, bool)], [np.zeros(1, np.int32)]
+    cls, sep = np.array([cls_id], np.int32), np.array([sep_id], np.int32)
+    ids, starts, lengths, segments = [cls], [_FALSE], [1], [0]
     for segment, part in enumerate(parts):
         for k, (s_ids, s_starts) in enumerate(part):
-            if k == 0 and len(s_ids):
+            if k == 0 and len(s_ids) and not s_starts[0]:
                 s_starts = s_starts.copy()
                 s_starts[0] = True  # after a special token a word always begins
             ids.append(s_ids)
             starts.append(s_starts)
-            segments.append(np.full(len(s_ids), segment, np.int32))
-        ids.append(np.array([sep_id], np.int32))
-        starts.append(np.zeros(1, bool))
-        segments.append(np.full(1, segment, np.int32))
-    return np.concatenate(ids), np.concatenate(starts), np.concatenate(segments)
+            lengths.append(len(s_ids))
+            segments.append(segment)
+        ids.append(sep)
+        starts.append(_FALSE)
+        lengths.append(1)
+        segments.append(segment)
+    return (np.concatenate(ids), np.concatenate(starts),
+            np.repeat(np.array(segments, np.int32), lengths))
 
 
 def _pack(documents, config, cls_id, sep_id, stats):
@@ -181,10 +188,10 @@ def _count(sentences):
 
 def _random_continuation(documents, index, target_b, rng):
     """Sentences from a random other document of the chunk, about target_b tokens; None if none."""
-    others = [k for k in range(len(documents)) if k != index and documents[k]]
-    if not others:
+    if len(documents) < 2:
         return None
-    doc = documents[others[rng.randint(0, len(others) - 1)]]
+    other = rng.randint(0, len(documents) - 2)
+    doc = documents[other + 1 if other >= index else other]  # documents are never empty
     b = []
     for sentence in doc[rng.randint(0, len(doc) - 1):]:
         b.append(sentence)
@@ -205,14 +212,17 @@ def _split_sentence(sentence, rng):
 
 def _trim_pair(a, b, max_tokens, rng, stats):
     """Trims the longer side, from the front or the back at random, until A+B fits."""
-    a_ids = np.concatenate([s[0] for s in a]); a_st = np.concatenate([s[1] for s in a])
-    b_ids = np.concatenate([s[0] for s in b]); b_st = np.concatenate([s[1] for s in b])
-    sides = [[a_ids, a_st], [b_ids, b_st]]
-    while len(sides[0][0]) + len(sides[1][0]) > max_tokens:
-        side = sides[0] if len(sides[0][0]) > len(sides[1][0]) else sides[1]
-        if rng.random() < 0.5:
-            side[0], side[1] = side[0][1:], side[1][1:]
-        else:
-            side[0], side[1] = side[0][:-1], side[1][:-1]
+    sides = [[np.concatenate([x[0] for x in side]), np.concatenate([x[1] for x in side])]
+             for side in (a, b)]
+    cut = [[0, 0], [0, 0]]  # tokens to drop from [front, back] of A and of B
+    length = [len(sides[0][0]), len(sides[1][0])]
+    while length[0] + length[1] > max_tokens:
+        k = 0 if length[0] > length[1] else 1
+        cut[k][0 if rng.random() < 0.5 else 1] += 1
+        length[k] -= 1
         stats.tokens_trimmed += 1
-    return [(sides[0][0], sides[0][1])], [(sides[1][0], sides[1][1])]
+    out = []
+    for (ids, starts), (front, back) in zip(sides, cut):
+        end = len(ids) - back
+        out.append([(ids[front:end], starts[front:end])])
+    return out[0], out[1]

@@ -44,13 +44,25 @@ def encode_examples(columns: Dict[str, np.ndarray], float_keys=()) -> List[bytes
         name_part = b"\x0a" + _varint(len(name)) + name + b"\x12"
         if rows is None:
             rows = [bytearray() for _ in range(len(matrix))]
+        if len(set(sizes.tolist())) == 1:  # same packed size in every row: one shared header
+            header = _entry_header(name_part, kind, int(sizes[0]))
+            for row, a, b in zip(rows, starts, ends):
+                row += header
+                row += flat[a:b]
+            continue
         for row, a, b in zip(rows, starts, ends):
-            packed = flat[a:b]
-            value_list = b"\x0a" + _varint(b - a) + packed                    # {Int64,Float}List.value
-            feature = bytes(((kind << 3) | 2,)) + _varint(len(value_list)) + value_list
-            entry = name_part + _varint(len(feature)) + feature
-            row += b"\x0a" + _varint(len(entry)) + entry                       # Features.feature entry
+            row += _entry_header(name_part, kind, b - a)
+            row += flat[a:b]
     return [b"\x0a" + _varint(len(body)) + bytes(body) for body in rows or []]  # Example.features
+
+
+def _entry_header(name_part, kind, packed_size):
+    """Bytes of a Features map entry up to its packed values (which follow)."""
+    value_list = 1 + len(_varint(packed_size)) + packed_size            # {Int64,Float}List.value
+    feature = 1 + len(_varint(value_list)) + value_list                 # Feature.{kind}_list
+    entry = len(name_part) + len(_varint(feature)) + feature            # map entry: key, value
+    return (b"\x0a" + _varint(entry) + name_part + _varint(feature) + bytes(((kind << 3) | 2,))
+            + _varint(value_list) + b"\x0a" + _varint(packed_size))
 
 
 def encode_example(features: Dict[str, np.ndarray], float_keys=()) -> bytes:

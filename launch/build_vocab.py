@@ -1,0 +1,58 @@
+r"""Builds a WordPiece vocab.txt or a SentencePiece model from a corpus.
+
+    python -m launch.build_vocab --input=corpus/*.txt --output=vocab/vocab.txt --vocab_size=30522
+    python -m launch.build_vocab --kind=sentencepiece --input=zh.jsonl --output=vocab/zh.model \
+        --vocab_size=32000 --character_coverage=0.9995
+"""
+
+import itertools
+import sys
+
+from absl import app, flags
+
+from data_pipeline import sources, vocab
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("input", None, "Input files, globs (local or gs://) or tfds:NAME.", required=True)
+flags.DEFINE_string("output", None, "Where to write vocab.txt (wordpiece) or *.model.", required=True)
+flags.DEFINE_enum("kind", "wordpiece", ["wordpiece", "sentencepiece"], "Vocabulary type.")
+flags.DEFINE_integer("vocab_size", 30522, "Target vocabulary size (specials included).")
+flags.DEFINE_bool("lower_case", True, "Lower-case (and, for WordPiece, strip accents) before training.")
+flags.DEFINE_integer("min_frequency", 2, "WordPiece: minimum count of a merged piece.")
+flags.DEFINE_integer("num_reserved", 0, "Reserved [unusedN] slots for later domain tokens.")
+flags.DEFINE_enum("model_type", "unigram", ["unigram", "bpe"], "SentencePiece model type.")
+flags.DEFINE_float("character_coverage", 0.9995, "SentencePiece character coverage (1.0 for English).")
+flags.DEFINE_integer("max_sentences", 0, "Train on at most this many sentences (0 = all).")
+flags.DEFINE_enum("input_format", "auto", ["auto", "text", "jsonl"], "How to read the inputs.")
+flags.DEFINE_string("text_field", "text", "JSON lines / TFDS field holding the text.")
+flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory for tfds: inputs.")
+
+
+def main(argv):
+    del argv
+    config = sources.SourceConfig(inputs=tuple(FLAGS.input), input_format=FLAGS.input_format,
+                                  text_field=FLAGS.text_field, tfds_data_dir=FLAGS.tfds_data_dir)
+    try:
+        paths = sources.resolve_inputs(config.inputs)
+        stats = sources.ReadStats()
+        texts = (s for doc in sources.iter_documents(config, paths, stats) for s in doc)
+        if FLAGS.max_sentences:
+            texts = itertools.islice(texts, FLAGS.max_sentences)
+        if FLAGS.kind == "wordpiece":
+            tok = vocab.build_wordpiece(texts, FLAGS.output, FLAGS.vocab_size, FLAGS.lower_case,
+                                        FLAGS.min_frequency, FLAGS.num_reserved)
+        else:
+            tok = vocab.build_sentencepiece(texts, FLAGS.output, FLAGS.vocab_size, FLAGS.model_type,
+                                            FLAGS.character_coverage, FLAGS.lower_case,
+                                            FLAGS.num_reserved,
+                                            FLAGS.max_sentences or 10_000_000)
+    except (ValueError, OSError, RuntimeError) as e:
+        print("build_vocab: error: %s" % e, file=sys.stderr)
+        return 1
+    print("Wrote %s: %d tokens, specials %s" % (FLAGS.output, tok.vocab_size, tok.special_ids.as_dict()),
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
