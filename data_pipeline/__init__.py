@@ -1,0 +1,10 @@
+"""Raw text to pretraining TFRecords, and the tf.data loader that feeds them.
+
+Public API:
+  tokenizer.load_tokenizer(path)          WordPiece vocab.txt (Google-exact) or SentencePiece .model
+  vocab.build_wordpiece / build_sentencepiece
+  builder.build(builder.BuildConfig(...)) streaming, parallel, resumable shard builder
+  loader.make_dataset(data_dir, ...)      batches with dynamic (in-graph) or static masks
+  loader.load_manifest / check_manifest / google_manifest
+Importing this package has no side effects and does not import TensorFlow.
+"""

@@ -140,7 +140,7 @@ def _count(c: BuildConfig, paths):
                 total += sum(1 for _ in sources.iter_documents(c.source, [path], stats))
     except sources.InputError as e:
         raise BuildError(str(e))
-    lines = max(1, stats.bytes // 80)
+    lines = max(1, stats.lines)
     bad = stats.invalid_utf8_lines + stats.bad_json_lines
     if bad and bad / lines > c.max_bad_line_fraction:
         where = "; ".join("%s:%d %s" % p for p in stats.problems)

@@ -44,6 +44,7 @@ class ReadStats:
     """Counts of what the reader saw; `problems` keeps the first few (file, line, reason)."""
 
     documents: int = 0
+    lines: int = 0
     bytes: int = 0
     invalid_utf8_lines: int = 0
     bad_json_lines: int = 0
@@ -93,7 +94,11 @@ def iter_documents(config: SourceConfig, paths: List[str], stats: ReadStats) -> 
 
 
 def count_tfds_documents(config: SourceConfig, path: str) -> int:
-    return _tfds_builder(config, path).info.splits[config.tfds_split].num_examples
+    splits = _tfds_builder(config, path).info.splits
+    if splits and config.tfds_split in splits:
+        return splits[config.tfds_split].num_examples
+    # No split metadata (a dataset mocked in tests, or not prepared: then reading says so).
+    return sum(1 for _ in _tfds_documents(config, path))
 
 
 def _is_jsonl(config, path):
@@ -126,6 +131,7 @@ def _lines(path, stats, limit):
             if not line:
                 return
             number += 1
+            stats.lines += 1
             stats.bytes += len(line)
             if not line.isascii() and _INVALID_BYTE.search(line):
                 stats.invalid_utf8_lines += 1
@@ -202,14 +208,18 @@ def _tfds_documents(config, path):
     import tensorflow_datasets as tfds
 
     builder = _tfds_builder(config, path)
-    if config.tfds_split not in builder.info.splits:
+    if builder.info.splits and config.tfds_split not in builder.info.splits:
         raise InputError("TFDS dataset %s has no split %r (it has: %s)."
                          % (path, config.tfds_split, ", ".join(builder.info.splits)))
     features = builder.info.features
     if config.text_field not in features:
         raise InputError("TFDS dataset %s has no feature %r (it has: %s); set --text_field."
                          % (path, config.text_field, ", ".join(features)))
-    dataset = builder.as_dataset(split=config.tfds_split, shuffle_files=False)
+    try:
+        dataset = builder.as_dataset(split=config.tfds_split, shuffle_files=False)
+    except Exception as e:  # not downloaded/prepared, wrong split: TFDS raises assorted types
+        raise InputError("TFDS dataset %s cannot be read from --tfds_data_dir=%s (prepare it first "
+                         "with `tfds build`): %s" % (path, config.tfds_data_dir, e))
     for example in tfds.as_numpy(dataset):
         value = example[config.text_field]
         doc = _split_text(value.decode("utf-8", "ignore") if isinstance(value, bytes) else value)

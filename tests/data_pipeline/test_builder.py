@@ -1,0 +1,171 @@
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_pipeline import builder, loader, schema, sources
+from data_pipeline.instances import InstanceConfig
+
+
+def _config(corpus_dir, vocab, out, inputs=("en.txt", "zh.txt"), **kw):
+    source_kw = kw.pop("source_kw", {})
+    inputs = tuple(i if ":" in i or os.path.isabs(i) else str(corpus_dir / i) for i in inputs)
+    kw.setdefault("instance", InstanceConfig(seq_len=64))
+    return builder.BuildConfig(output_dir=str(out), vocab=vocab, progress=False, docs_per_chunk=4,
+                               num_shards=3, source=sources.SourceConfig(inputs=inputs, **source_kw), **kw)
+
+
+def _bytes(out, manifest, split="train"):
+    return [open(os.path.join(out, f), "rb").read() for f in manifest["splits"][split]["files"]]
+
+
+@pytest.mark.parametrize("extra", [dict(mode="dynamic"), dict(mode="static", dupe_factor=2,
+                                   instance=InstanceConfig(seq_len=64, layout="pairs"))])
+def test_same_bytes_whatever_the_worker_count(corpus_dir, wordpiece_vocab, tmp_path, extra):
+    m1 = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "w1", eval_fraction=0.2, **extra))
+    m2 = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "w2", eval_fraction=0.2,
+                               num_workers=2, **extra))
+    assert _bytes(tmp_path / "w1", m1) == _bytes(tmp_path / "w2", m2)
+    assert _bytes(tmp_path / "w1", m1, "eval") == _bytes(tmp_path / "w2", m2, "eval")
+    assert m1["splits"]["train"]["examples"] > 0 and m1["splits"]["eval"]["examples"] > 0
+
+
+def test_resume_rewrites_only_missing_shards_and_rerun_is_noop(corpus_dir, wordpiece_vocab, tmp_path):
+    cfg = _config(corpus_dir, wordpiece_vocab, tmp_path / "o")
+    m = builder.build(cfg)
+    reference = _bytes(tmp_path / "o", m)
+    # Simulate a crash after the first shard: state file back, later shards gone, a partial temp.
+    done = {m["splits"]["train"]["files"][0]: {"examples": 1}}
+    state = {"fingerprint": m["fingerprint"], "plan": None, "done": done}
+    os.remove(tmp_path / "o" / "manifest.json")
+    for f in m["splits"]["train"]["files"][1:]:
+        os.remove(tmp_path / "o" / f)
+    (tmp_path / "o" / (m["splits"]["train"]["files"][1] + ".tmp")).write_bytes(b"partial")
+    state["plan"] = builder._plan(cfg, 10**9)  # replaced below by the real plan
+    first = tmp_path / "o" / m["splits"]["train"]["files"][0]
+    before = os.path.getmtime(first)
+    (tmp_path / "o" / "_build_state.json").write_text(json.dumps(dict(state, plan=None)))
+    m2 = builder.build(cfg)
+    assert _bytes(tmp_path / "o", m2)[1:] == reference[1:]
+    assert os.path.getmtime(first) == before          # the finished shard was not rewritten
+    assert not [n for n in os.listdir(tmp_path / "o") if ".tmp" in n]
+    assert builder.build(cfg)["fingerprint"] == m["fingerprint"]  # complete: nothing to do
+
+
+def test_output_dir_of_a_different_build_is_refused(corpus_dir, wordpiece_vocab, tmp_path):
+    builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o"))
+    with pytest.raises(builder.BuildError, match="already holds shards of a different build"):
+        builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", seed=7))
+    builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", seed=7, overwrite=True))
+
+
+def test_static_records_parse_with_google_feature_spec(corpus_dir, wordpiece_vocab, tmp_path):
+    m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", mode="static",
+                              compress=True, instance=InstanceConfig(seq_len=64, layout="pairs")))
+    google_spec = {  # written out as google-research/bert's run_pretraining.py declares it
+        "input_ids": tf.io.FixedLenFeature([64], tf.int64),
+        "input_mask": tf.io.FixedLenFeature([64], tf.int64),
+        "segment_ids": tf.io.FixedLenFeature([64], tf.int64),
+        "masked_lm_positions": tf.io.FixedLenFeature([20], tf.int64),
+        "masked_lm_ids": tf.io.FixedLenFeature([20], tf.int64),
+        "masked_lm_weights": tf.io.FixedLenFeature([20], tf.float32),
+        "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64)}
+    files = [str(tmp_path / "o" / f) for f in m["splits"]["train"]["files"]]
+    n, labels = 0, []
+    for r in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        ex = {k: v.numpy() for k, v in tf.io.parse_single_example(r, google_spec).items()}
+        real = ex["input_mask"].sum()
+        assert (ex["input_mask"][:real] == 1).all() and (ex["input_ids"][real:] == 0).all()
+        w = ex["masked_lm_weights"] > 0
+        assert w.sum() == min(20, max(1, round(real * 0.15))) or w.sum() < round(real * 0.15)
+        assert (ex["masked_lm_positions"][w] < real).all()
+        labels.append(int(ex["next_sentence_labels"][0]))
+        n += 1
+    assert n == m["splits"]["train"]["examples"] and 0 < np.mean(labels) < 1
+
+
+def test_inputs_jsonl_gz_glob_and_invalid_utf8(corpus_dir, wordpiece_vocab, tmp_path):
+    lines = [json.dumps({"content": s}) for s in open(corpus_dir / "zh.txt", encoding="utf-8") if s.strip()]
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines[:6]) + "\nnot json\n")
+    (tmp_path / "b.txt").write_bytes(b"good line one here\nbad \xff\xfe byte line\n\nsecond doc\n" * 30)
+    m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o",
+                              inputs=(str(tmp_path / "*.gz"), str(tmp_path / "b.txt")),
+                              max_bad_line_fraction=0.5, source_kw=dict(text_field="content")))
+    assert m["stats"]["bad_json_lines"] == 1 and m["stats"]["invalid_utf8_lines"] == 30
+    assert any("a.jsonl.gz:7" in p for p in m["stats"]["first_problems"])
+    with pytest.raises(builder.BuildError, match="bad lines"):
+        builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o2",
+                              inputs=(str(tmp_path / "b.txt"),)))
+
+
+@pytest.mark.parametrize("case, match", [
+    ("empty", "holds no text"), ("missing", "matches no file"), ("seq_len", "seq_len=2 is too small"),
+    ("vocab", "lacks the special token"), ("tfds", "cannot be opened"),
+    ("workers", "--num_workers must be >= 1")])
+def test_bad_inputs_fail_clearly_and_write_nothing(corpus_dir, wordpiece_vocab, tmp_path, case, match):
+    (tmp_path / "empty.txt").write_text("  \n\n \t\n")
+    (tmp_path / "bad_vocab.txt").write_text("[PAD]\nhello\n")
+    kw = {"empty": dict(inputs=(str(tmp_path / "empty.txt"),)),
+          "missing": dict(inputs=(str(tmp_path / "nope*.txt"),)),
+          "seq_len": dict(instance=InstanceConfig(seq_len=2)),
+          "vocab": dict(vocab=str(tmp_path / "bad_vocab.txt")),
+          "tfds": dict(inputs=("tfds:no_such_dataset_xyz",)),
+          "workers": dict(num_workers=0)}[case]
+    vocab = kw.pop("vocab", wordpiece_vocab)
+    with pytest.raises(builder.BuildError, match=match):
+        builder.build(_config(corpus_dir, vocab, tmp_path / "out", **kw))
+    assert not (tmp_path / "out").exists() or not [
+        n for n in os.listdir(tmp_path / "out") if ".tfrecord" in n]
+
+
+def test_tfds_input(wordpiece_vocab, corpus_dir, tmp_path):
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=12, as_dataset_fn=None):
+        m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", inputs=("tfds:imdb_reviews",)))
+    assert m["splits"]["train"]["examples"] > 0 and m["stats"]["documents"] == 12
+
+
+def test_chinese_whole_word_masking_with_jieba(corpus_dir, wordpiece_vocab, tmp_path):
+    m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", inputs=("zh.txt",),
+                              segmenter="jieba"))
+    files = [str(tmp_path / "o" / f) for f in m["splits"]["train"]["files"]]
+    spec = schema.parse_spec(schema.from_manifest(m["features"]))
+    starts = np.concatenate([tf.io.parse_single_example(r, spec)["word_starts"].numpy()
+                             for r in tf.data.TFRecordDataset(files)])
+    ids = np.concatenate([tf.io.parse_single_example(r, spec)["input_ids"].numpy()
+                          for r in tf.data.TFRecordDataset(files)])
+    real = ids > 4
+    assert 0.3 < starts[real].mean() < 0.9  # words of several characters exist
+
+
+def test_loader_batches_and_fresh_masks_per_epoch(corpus_dir, wordpiece_vocab, tmp_path):
+    m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o"))
+    loader.check_manifest(loader.load_manifest(str(tmp_path / "o")), vocab_size=m["vocab"]["vocab_size"],
+                          seq_len=64, task="mlm")
+    with pytest.raises(loader.ManifestError, match="seq_len=64 but the run uses seq_len=128"):
+        loader.check_manifest(m, seq_len=128)
+    with pytest.raises(loader.ManifestError, match="vocab_size=99"):
+        loader.check_manifest(dict(m, data_dir="d"), vocab_size=99)
+    n = m["splits"]["train"]["examples"]
+    once = lambda epoch: next(iter(loader.make_dataset(str(tmp_path / "o"), batch_size=n, training=False,
+                                                      epoch=epoch)))
+    a, b, a2 = once(0), once(1), once(0)
+    assert a["input_ids"].shape == (n, 64) and a["masked_lm_positions"].shape == (n, 20)
+    np.testing.assert_array_equal(a["input_ids"].numpy(), a2["input_ids"].numpy())
+    assert (a["masked_lm_positions"].numpy() != b["masked_lm_positions"].numpy()).any()
+    np.testing.assert_array_equal(a["input_mask"].numpy(), b["input_mask"].numpy())
+    train = loader.make_dataset(str(tmp_path / "o"), batch_size=8, seed=1)
+    batch = next(iter(train))
+    assert batch["input_ids"].shape == (8, 64) and batch["masked_lm_weights"].dtype == tf.float32
+
+
+def test_loader_reads_google_layout_records(corpus_dir, wordpiece_vocab, tmp_path):
+    m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", mode="static", dupe_factor=1))
+    files = [str(tmp_path / "o" / f) for f in m["splits"]["train"]["files"]]
+    manifest = loader.google_manifest(files, seq_len=64, max_predictions=20)
+    batch = next(iter(loader.make_dataset(manifest, batch_size=4, training=False)))
+    assert batch["masked_lm_weights"].shape == (4, 20) and batch["input_mask"].shape == (4, 64)
