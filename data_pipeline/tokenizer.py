@@ -14,6 +14,7 @@ Example:
     tok.special_ids.cls                        # id of [CLS] in this vocab
 """
 
+import abc
 import dataclasses
 import hashlib
 import re
@@ -52,7 +53,7 @@ class SpecialIds:
         return dataclasses.asdict(self)
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
     """Common interface. Subclasses set `vocab`, `special_ids`, `kind`, `path` and `_is_continuation`."""
 
     kind: str
@@ -68,8 +69,9 @@ class Tokenizer:
     def encode(self, text: str) -> List[int]:
         return self.encode_batch([text])[0]
 
+    @abc.abstractmethod
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
-        raise NotImplementedError  # Implemented by both subclasses; this is the abstract base.
+        """Token ids of each text (no [CLS]/[SEP] added)."""
 
     def tokenize(self, text: str) -> List[str]:
         return [self.vocab[i] for i in self.encode(text)]
@@ -80,9 +82,9 @@ class Tokenizer:
     def id_to_token(self, index: int) -> str:
         return self.vocab[index]
 
+    @abc.abstractmethod
     def encode_with_offsets(self, texts: Sequence[str]):
         """Returns, per text, (ids, start character offsets into the text)."""
-        raise NotImplementedError  # Implemented by both subclasses; this is the abstract base.
 
     def word_start_table(self) -> np.ndarray:
         """bool[vocab_size]: True where a token begins a new word (not a `##` piece, or a `▁` piece)."""
