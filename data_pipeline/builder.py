@@ -26,6 +26,7 @@ from data_pipeline.chunks import ChunkProcessor, ChunkSettings, init_worker, run
 from data_pipeline.instances import InstanceConfig
 from data_pipeline.masking import MaskingConfig
 from data_pipeline.progress import Progress
+from data_pipeline.tfrecord import RecordFile
 
 BUILDER_VERSION = "1.0"
 MANIFEST = "manifest.json"
@@ -235,7 +236,6 @@ class _ShardWriter:
             shard = queue[0]
             if split not in self.open:
                 tmp = fs.join(self.c.output_dir, shard["file"] + ".tmp")
-                from data_pipeline.tfrecord import RecordFile
                 self.open[split] = (shard, RecordFile(fs.open_write(tmp), self.c.compress),
                                     collections.Counter())
             _, f, counter = self.open[split]
@@ -250,7 +250,6 @@ class _ShardWriter:
         queue = self.pending[split]
         shard = queue.popleft()
         if split not in self.open:  # a shard whose chunks produced nothing at all
-            from data_pipeline.tfrecord import RecordFile
             tmp = fs.join(self.c.output_dir, shard["file"] + ".tmp")
             RecordFile(fs.open_write(tmp), self.c.compress).close()
             counter = collections.Counter()
