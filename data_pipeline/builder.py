@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Optional
 
-from data_pipeline import fs, schema, sources
+from data_pipeline import fs, schema, sources, tasks
 from data_pipeline.chunks import ChunkProcessor, ChunkSettings, init_worker, run_chunk
 from data_pipeline.instances import InstanceConfig
 from data_pipeline.masking import MaskingConfig
@@ -42,6 +42,7 @@ class BuildConfig:
     output_dir: str
     vocab: str
     source: sources.SourceConfig
+    task: tasks.TaskConfig = tasks.TaskConfig()
     instance: InstanceConfig = InstanceConfig()
     masking: MaskingConfig = MaskingConfig()
     mode: str = "dynamic"              # dynamic (loader masks each epoch) | static (Google layout)
@@ -105,9 +106,14 @@ def _validate(c: BuildConfig):
     for ok, message in checks:
         if not ok:
             raise BuildError(message)
+    if c.task.task != tasks.MLM and c.mode != "dynamic":
+        raise BuildError("--mode=static writes masked MLM samples; --task=%s has no masks (leave "
+                         "--mode at its default)." % c.task.task)
     try:
-        c.instance.validate()
-        c.masking.validate(c.instance.seq_len)
+        c.task.validate(c.instance.seq_len)
+        if c.task.task == tasks.MLM:
+            c.instance.validate()
+            c.masking.validate(c.instance.seq_len)
     except ValueError as e:
         raise BuildError(str(e))
 
@@ -118,7 +124,7 @@ def _chunk_settings(c: BuildConfig) -> ChunkSettings:
                          record_format=schema.GOOGLE if c.mode == "static" else schema.DYNAMIC,
                          dupe_factor=c.dupe_factor if c.mode == "static" else 1, seed=c.seed,
                          eval_fraction=c.eval_fraction, docs_per_chunk=c.docs_per_chunk,
-                         segmenter=c.segmenter)
+                         segmenter=c.segmenter, task=c.task)
 
 
 def _resolve(c):
@@ -130,6 +136,10 @@ def _resolve(c):
 
 # --------------------------------------------------------------------------------- 2. counting
 
+def _problems(problems):
+    return "; ".join("%s:%d %s" % p for p in problems)
+
+
 def _count(c: BuildConfig, paths):
     stats = sources.ReadStats()
     total = 0
@@ -138,13 +148,20 @@ def _count(c: BuildConfig, paths):
             if path.startswith(sources.TFDS_PREFIX):
                 total += sources.count_tfds_documents(c.source, path)
             else:
-                total += sum(1 for _ in sources.iter_documents(c.source, [path], stats))
+                total += sum(1 for _ in tasks.iter_items(c.task, c.source, [path], stats))
     except sources.InputError as e:
         raise BuildError(str(e))
     lines = max(1, stats.lines)
     bad = stats.invalid_utf8_lines + stats.bad_json_lines
-    if bad and bad / lines > c.max_bad_line_fraction:
-        where = "; ".join("%s:%d %s" % p for p in stats.problems)
+    if c.task.reads_json_records:
+        bad_records = stats.bad_json_lines + stats.bad_records
+        if bad_records and c.task.on_bad_record == "stop":
+            raise BuildError("%d bad records (%d not JSON objects, %d unusable); nothing was written. "
+                             "First ones: %s. Fix the input, or pass --on_bad_record=skip to skip and "
+                             "count them." % (bad_records, stats.bad_json_lines, stats.bad_records,
+                                              _problems(stats.problems)))
+    elif bad and bad / lines > c.max_bad_line_fraction:
+        where = _problems(stats.problems)
         raise BuildError("%d bad lines (invalid UTF-8 or JSON) is more than --max_bad_line_fraction=%g "
                          "of the input; first ones: %s" % (bad, c.max_bad_line_fraction, where))
     if total == 0:
@@ -261,6 +278,16 @@ class _ShardWriter:
         self.state["done"][shard["file"]] = dict(counter)
         fs.write_bytes_atomic(fs.join(self.c.output_dir, _STATE), json.dumps(self.state).encode())
 
+    def abort(self):
+        """Removes everything this build wrote (temporary and finished shards, state)."""
+        for _, f, _ in self.open.values():
+            f.close()
+        self.open = {}
+        out = self.c.output_dir
+        for name in fs.listdir(out):
+            if ".tfrecord" in name or name == _STATE:
+                fs.remove(fs.join(out, name))
+
     def finish(self):
         for split, queue in self.pending.items():
             while queue:
@@ -270,7 +297,7 @@ class _ShardWriter:
 def _chunks(c, paths, writer, stats):
     """Yields (chunk index, documents) for chunks that still have an unfinished shard."""
     docs, index = [], 0
-    for doc in sources.iter_documents(c.source, paths, stats):
+    for doc in tasks.iter_items(c.task, c.source, paths, stats):
         docs.append(doc)
         if len(docs) == c.docs_per_chunk:
             if writer.chunk_needed(index):
@@ -283,12 +310,19 @@ def _chunks(c, paths, writer, stats):
 def _write_shards(c, settings, processor, paths, plan, state, total_docs, total_bytes):
     writer = _ShardWriter(c, plan, state)
     read_stats = sources.ReadStats()
+    skipped_reported = [0]
     progress = Progress(total_docs, total_bytes, enabled=c.progress)
     examples = 0
 
     def consume(result):
         nonlocal examples
         chunk, data, counts, stats = result
+        problems = stats.pop("problems", [])
+        if problems and c.task.on_bad_record == "stop":
+            raise _BadRecords(problems)
+        for origin, reason in problems[:max(0, 5 - skipped_reported[0])]:
+            _log("skipped bad record %s: %s" % (origin, reason), c)
+        skipped_reported[0] += len(problems)
         writer.write(chunk, data, counts, stats)
         examples += sum(counts.values())
         progress.update(read_stats.documents, read_stats.bytes, examples)
@@ -301,8 +335,20 @@ def _write_shards(c, settings, processor, paths, plan, state, total_docs, total_
             _run_parallel(c, settings, _chunks(c, paths, writer, read_stats), consume)
     except sources.InputError as e:
         raise BuildError(str(e))
+    except _BadRecords as e:
+        writer.abort()
+        progress.close()
+        raise BuildError("%d bad record(s) in a chunk; the build stopped and removed its shards. "
+                         "First ones: %s. Fix the input, or pass --on_bad_record=skip to skip and "
+                         "count them." % (len(e.problems), "; ".join("%s %s" % p for p in e.problems[:5])))
     writer.finish()
     progress.close()
+
+
+class _BadRecords(Exception):
+    def __init__(self, problems):
+        super().__init__(problems)
+        self.problems = problems
 
 
 def _run_parallel(c, settings, chunk_iter, consume):
@@ -342,18 +388,27 @@ def _manifest(c, processor, paths, plan, state, read_stats, fingerprint, seconds
     tok = processor.tokenizer
     specials = set(tok.special_ids.as_dict().values())
     replacement = set(processor.replacement_ids.tolist())
+    mlm = c.task.task == tasks.MLM
+    task_stats = {k: train.get(k, 0) for k in _TASK_COUNTERS.get(c.task.task, ())}
+    if c.task.reads_json_records:
+        task_stats["bad_records_skipped"] = (read_stats.bad_records + read_stats.bad_json_lines
+                                             + train.get("bad_records", 0))
+    if c.task.task == tasks.SIMBERT:
+        task_stats["groups_too_small"] = read_stats.groups_too_small
     return {
         "builder_version": BUILDER_VERSION,
         "fingerprint": fingerprint,
-        "task": "mlm",
+        "task": c.task.task,
+        "task_config": dataclasses.asdict(c.task),
         "mode": c.mode,
-        "record_format": processor.s.record_format,
+        "record_format": (processor.s.record_format if mlm
+                          else tasks.RECORD_FORMAT[c.task.task]),
         "compression": "GZIP" if c.compress else None,
         "seq_len": c.instance.seq_len,
-        "max_predictions_per_seq": c.masking.max_predictions,
-        "masked_lm_prob": c.masking.masked_lm_prob,
-        "layout": c.instance.layout,
-        "sentence_task": c.instance.sentence_task if pairs else None,
+        "max_predictions_per_seq": c.masking.max_predictions if mlm else None,
+        "masked_lm_prob": c.masking.masked_lm_prob if mlm else None,
+        "layout": c.instance.layout if mlm else None,
+        "sentence_task": c.instance.sentence_task if pairs and mlm else None,
         "dupe_factor": c.dupe_factor if c.mode == "static" else None,
         "seed": c.seed,
         "features": [f.as_dict() for f in processor.features],
@@ -372,24 +427,42 @@ def _manifest(c, processor, paths, plan, state, read_stats, fingerprint, seconds
                   "bad_json_lines": read_stats.bad_json_lines,
                   "first_problems": ["%s:%d %s" % p for p in read_stats.problems],
                   "input_bytes": read_stats.bytes,
-                  "seconds": round(seconds, 2)},
+                  "seconds": round(seconds, 2),
+                  **task_stats},
         "inputs": paths,
         "args": json.loads(json.dumps(dataclasses.asdict(c), default=str)),
     }
 
 
+_TASK_COUNTERS = {
+    tasks.UNILM: ("sources_truncated", "source_tokens_cut", "targets_truncated", "target_tokens_cut",
+                  "segments_too_short"),
+    tasks.SIMBERT: ("group_members", "members_truncated"),
+}
+
+
 def _summary(m, c):
     st = m["stats"]
+    mlm = m["task"] == tasks.MLM
     masked = ("%.4f" % (st["masked_tokens"] / st["tokens"])) if (
         c.mode == "static" and st["tokens"]) else "drawn by the loader each epoch"
-    lines = ["Built %s (%s, %s) in %.1f s" % (c.output_dir, m["mode"], m["layout"], st["seconds"]),
-             "  documents: %d (%d held out for eval), %.1f MB read"
-             % (st["documents"], st["eval_documents"], st["input_bytes"] / 1e6)]
+    kind = "%s, %s" % (m["mode"], m["layout"]) if mlm else m["record_format"]
+    lines = ["Built %s (task %s: %s) in %.1f s" % (c.output_dir, m["task"], kind, st["seconds"]),
+             "  %s: %d (%d held out for eval), %.1f MB read"
+             % ("documents" if not c.task.reads_json_records else "records", st["documents"],
+                st["eval_documents"], st["input_bytes"] / 1e6)]
     for split, info in m["splits"].items():
         lines.append("  %s examples: %d in %d shards" % (split, info["examples"], len(info["files"])))
-    lines += ["  tokens: %d   masked fraction: %s" % (st["tokens"], masked),
-              "  sentences split: %d   tokens trimmed (pairs): %d   documents cut: %d"
-              % (st["sentences_split"], st["tokens_trimmed"], st["documents_cut"])]
+    if mlm:
+        lines += ["  tokens: %d   masked fraction: %s" % (st["tokens"], masked),
+                  "  sentences split: %d   tokens trimmed (pairs): %d   documents cut: %d"
+                  % (st["sentences_split"], st["tokens_trimmed"], st["documents_cut"])]
+    else:
+        lines.append("  tokens: %d" % st["tokens"])
+        extra = {k: v for k, v in st.items() if k in _TASK_COUNTERS.get(m["task"], ())
+                 or k in ("bad_records_skipped", "groups_too_small")}
+        if extra:
+            lines.append("  " + "   ".join("%s: %d" % kv for kv in extra.items()))
     if st["invalid_utf8_lines"] or st["bad_json_lines"]:
         lines.append("  skipped bad input: %d invalid UTF-8 lines, %d bad JSON lines (first: %s)"
                      % (st["invalid_utf8_lines"], st["bad_json_lines"], "; ".join(st["first_problems"])))

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from data_pipeline import masking, schema, tfrecord
+from data_pipeline import masking, schema, tasks, tfrecord
 from data_pipeline.instances import InstanceConfig, InstanceStats, make_instances
 
 _CHUNK_BITS = 24  # example id = chunk index << 24 | index in chunk (for static masks)
@@ -30,6 +30,7 @@ class ChunkSettings:
     eval_fraction: float
     docs_per_chunk: int
     segmenter: Optional[str]
+    task: tasks.TaskConfig = tasks.TaskConfig()
 
 
 class ChunkProcessor:
@@ -46,15 +47,27 @@ class ChunkProcessor:
         self.replacement_ids = self.tokenizer.random_replacement_ids()
         self.segmenter = make_segmenter(settings.segmenter)
         pairs = settings.instance.layout == "pairs"
-        self.features = schema.features(settings.record_format, settings.instance.seq_len,
-                                        settings.masking.max_predictions, pairs)
+        self.task_builder = None
+        if settings.task.task != tasks.MLM:
+            self.task_builder = tasks.TaskBuilder(settings.task, settings.instance.seq_len,
+                                                  self.tokenizer, self.specials)
+            self.features = self.task_builder.features
+        else:
+            self.features = schema.features(settings.record_format, settings.instance.seq_len,
+                                            settings.masking.max_predictions, pairs)
         self.float_keys = schema.float_keys(self.features)
 
-    def process(self, chunk_index: int, documents: List[List[str]]):
-        """Returns (chunk_index, {split: framed bytes}, {split: record count}, stats dict)."""
-        tokenized = self._tokenize(documents)
+    def process(self, chunk_index: int, documents: List):
+        """Returns (chunk_index, {split: framed bytes}, {split: record count}, stats dict).
+
+        `documents` are the chunk's items: lists of sentences, or `tasks.Record`s. The stats of a
+        structured task carry `problems`: (origin, reason) of the records it could not use.
+        """
         first_doc = chunk_index * self.s.docs_per_chunk
         is_eval = _eval_docs(self.s.seed, first_doc, len(documents), self.s.eval_fraction)
+        if self.task_builder is not None:
+            return self._process_task(chunk_index, documents, is_eval)
+        tokenized = self._tokenize(documents)
         stats = InstanceStats()
         out, counts = {}, {}
         masked_tokens = 0
@@ -68,6 +81,24 @@ class ChunkProcessor:
         result.update(documents=len(documents), masked_tokens=masked_tokens,
                       eval_documents=int(is_eval.sum()))
         return chunk_index, out, counts, result
+
+    def _process_task(self, chunk_index, items, is_eval):
+        stats, problems, out, counts = {}, [], {}, {}
+        for split, want_eval in (("train", False), ("eval", True)):
+            chosen = [x for x, e in zip(items, is_eval) if e == want_eval]
+            rng = random.Random("%d/%d/%s" % (self.s.seed, chunk_index, split))
+            columns, n = self.task_builder.columns(chosen, rng, stats, problems)
+            records = []
+            if n:
+                order = np.random.default_rng(_seed_words(self.s.seed, chunk_index, split)).permutation(n)
+                columns = {k: ([v[i] for i in order] if isinstance(v, list) else v[order])
+                           for k, v in columns.items()}
+                records = tfrecord.encode_examples(columns, self.float_keys)
+            out[split] = tfrecord.frame_all(records)
+            counts[split] = n
+        stats.update(documents=len(items), eval_documents=int(is_eval.sum()),
+                     bad_records=len(problems), problems=problems)
+        return chunk_index, out, counts, stats
 
     def _tokenize(self, documents):
         """[[sentence str]] -> [[(ids int32, word_starts bool)]]; empty sentences dropped."""

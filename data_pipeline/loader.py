@@ -9,8 +9,19 @@ Pipeline: files (split per input pipeline for multi-host runs) -> records number
 masking (`masking.mask_tf`, a pure function of seed, epoch and record id) -> prefetch. Parsing and
 masking run on whole batches, not per example, which is what makes 20k+ examples/s on two cores.
 
-Every batch is a dict: input_ids, input_mask, segment_ids [B, L], masked_lm_positions, masked_lm_ids,
-masked_lm_weights [B, P], next_sentence_labels [B, 1].
+Every MLM batch is a dict: input_ids, input_mask, segment_ids [B, L], masked_lm_positions,
+masked_lm_ids, masked_lm_weights [B, P], next_sentence_labels [B, 1].
+
+UniLM (`seq2seq`), SimBERT (`groups`) and causal-LM (`lm`) batches: input_ids, input_mask,
+segment_ids [B, L] int32 and target_mask [B, L] float32, where target_mask[b, i] = 1 when token i
+is a prediction target, predicted from position i - 1 (UniLM/SimBERT: the target part and its
+closing [SEP]; LM: every real token but the first). The attention mask is the model's business
+(UniLM: from segment_ids; LM: causal).
+
+SimBERT: a record holds a synonym group; each epoch the loader draws two different members a, b
+of every group (a pure function of seed, epoch and record) and emits `[CLS] a [SEP] b [SEP]` and
+`[CLS] b [SEP] a [SEP]` as rows 2k and 2k+1 of the batch. Shuffling happens on groups, before
+batching, so partners stay adjacent; batch sizes must be even (`check_pair_batching`).
 """
 
 import json
@@ -25,6 +36,19 @@ _FILE_BITS = 32
 
 class ManifestError(ValueError):
     """The data directory does not fit the model or the run (vocab, seq_len, task...)."""
+
+
+def check_pair_batching(global_batch_size: int, num_replicas: int = 1, micro_batches: int = 1):
+    """SimBERT rows come in partner pairs: every replica's micro-batch must hold whole pairs."""
+    per_replica, rest = divmod(global_batch_size, num_replicas * micro_batches)
+    if rest or per_replica % 2:
+        raise ManifestError(
+            "SimBERT needs partner rows (2k, 2k+1) on the same replica: the global batch %d split "
+            "over %d replica(s) x %d micro-batch(es) gives %s rows each, which must be an even "
+            "whole number. Pick a global batch divisible by %d."
+            % (global_batch_size, num_replicas, micro_batches,
+               "%g" % (global_batch_size / (num_replicas * micro_batches)),
+               2 * num_replicas * micro_batches))
 
 
 def load_manifest(data_dir: str) -> dict:
@@ -97,6 +121,9 @@ def make_dataset(data_dir_or_manifest, batch_size: int, split: str = "train", se
                                 "--num_shards >= %d." % (len(files), input_context.num_input_pipelines,
                                                          input_context.num_input_pipelines))
         index = index.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    groups = m["record_format"] == schema.GROUPS
+    if groups:
+        check_pair_batching(batch_size)
     compression = m.get("compression") or ""
     first_epoch = tf.cast(epoch, tf.int64)
     if training:
@@ -115,7 +142,7 @@ def make_dataset(data_dir_or_manifest, batch_size: int, split: str = "train", se
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=training)
+    ds = ds.batch(batch_size // 2 if groups else batch_size, drop_remainder=training)
     ds = ds.map(_batch_parser(m, seed, masked_lm_prob, max_predictions),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -134,6 +161,10 @@ def _batch_parser(m, seed, masked_lm_prob, max_predictions):
 
     vocab = m["vocab"]
     special = SpecialIds(**vocab["special_ids"])
+    if m["record_format"] in (schema.SEQ2SEQ, schema.LM):
+        return _sequence_parser(m, spec, special)
+    if m["record_format"] == schema.GROUPS:
+        return _pair_parser(m, spec, special, seed)
     excluded = set(vocab["not_random_replacements"]) | set(vocab["special_ids"].values())
     replacement = [i for i in range(vocab["vocab_size"]) if i not in excluded]
     config = masking.MaskingConfig(
@@ -161,3 +192,79 @@ def _batch_parser(m, seed, masked_lm_prob, max_predictions):
         }
         return batch
     return parse_dynamic
+
+
+def _sequence_batch(tf, input_ids, segment_ids, special, causal):
+    real = tf.not_equal(input_ids, special.pad)
+    if causal:
+        target = tf.logical_and(real, tf.range(tf.shape(input_ids)[1])[None, :] > 0)
+    else:
+        target = tf.logical_and(real, tf.equal(segment_ids, 1))
+    return {"input_ids": tf.cast(input_ids, tf.int32), "input_mask": tf.cast(real, tf.int32),
+            "segment_ids": tf.cast(segment_ids, tf.int32), "target_mask": tf.cast(target, tf.float32)}
+
+
+def _sequence_parser(m, spec, special):
+    import tensorflow as tf
+
+    causal = m["record_format"] == schema.LM
+
+    def parse(epochs, ids, records):
+        ex = tf.io.parse_example(records, spec)
+        segments = ex["segment_ids"] if not causal else tf.zeros_like(ex["input_ids"])
+        return _sequence_batch(tf, ex["input_ids"], segments, special, causal)
+    return parse
+
+
+def _pair_parser(m, spec, special, seed):
+    """Draws a pair of distinct members per group and epoch; emits both orders as adjacent rows."""
+    import tensorflow as tf
+
+    L = m["seq_len"]
+
+    def parse(epochs, ids, records):
+        ex = tf.io.parse_example(records, spec)
+        flat = ex["member_ids"].values
+        row_start = ex["member_ids"].row_starts()                       # [G]
+        lengths = ex["member_lengths"].to_tensor()                      # [G, M], 0-padded
+        count = ex["member_lengths"].row_lengths()                      # [G] members per group
+        offsets = tf.cumsum(lengths, axis=1, exclusive=True)
+        h = tf.cast(masking.hash24_tf(seed, epochs, ids, [[0, 1]], 3), tf.int64)  # [G, 2]
+        first = h[:, 0] % count
+        second = (first + 1 + h[:, 1] % (count - 1)) % count           # never equal to first
+
+        def member(k):
+            return (row_start + tf.gather(offsets, k, batch_dims=1), tf.gather(lengths, k, batch_dims=1))
+
+        a, b = member(first), member(second)
+        rows_ab = _pair_rows(tf, flat, a, b, L, special)
+        rows_ba = _pair_rows(tf, flat, b, a, L, special)
+        input_ids = tf.reshape(tf.stack([rows_ab[0], rows_ba[0]], axis=1), [-1, L])
+        segments = tf.reshape(tf.stack([rows_ab[1], rows_ba[1]], axis=1), [-1, L])
+        return _sequence_batch(tf, input_ids, segments, special, causal=False)
+    return parse
+
+
+def _pair_rows(tf, flat, a, b, L, special):
+    """[CLS] a [SEP] b [SEP] [PAD]...: ids and segment ids [G, L]. a, b: (start in flat, length).
+
+    When a + b exceed the L - 3 text positions the longer one loses its tail first (ties: a), as
+    bert4keras's truncate_sequences does: a keeps min(len_a, max(budget - len_b, budget // 2)).
+    """
+    budget = L - 3
+    (sa, la), (sb, lb) = a, b
+    ta = tf.minimum(la, tf.maximum(budget - lb, budget // 2))
+    tb = tf.minimum(lb, budget - ta)
+    p = tf.range(L, dtype=tf.int64)[None, :]
+    ta, tb, sa, sb = ta[:, None], tb[:, None], sa[:, None], sb[:, None]
+    last = tf.cast(tf.size(flat), tf.int64) - 1
+    from_a = tf.gather(flat, tf.clip_by_value(sa + p - 1, 0, last))
+    from_b = tf.gather(flat, tf.clip_by_value(sb + p - ta - 2, 0, last))
+    sep_a, end_b = ta + 1, ta + tb + 2
+    ids = tf.where(p == 0, tf.cast(special.cls, tf.int64),
+          tf.where(p < sep_a, from_a,
+          tf.where(p == sep_a, tf.cast(special.sep, tf.int64),
+          tf.where(p < end_b, from_b,
+          tf.where(p == end_b, tf.cast(special.sep, tf.int64), tf.cast(special.pad, tf.int64))))))
+    segments = tf.cast(tf.logical_and(p > sep_a, p <= end_b), tf.int64)
+    return ids, segments

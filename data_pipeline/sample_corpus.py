@@ -48,3 +48,25 @@ def write_corpus(path, documents):
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n\n".join("\n".join(doc) for doc in documents) + "\n")
     return path
+
+
+def seq2seq_records():
+    """Title-generation-like pairs from the sample text: the rest of a document -> its first sentence."""
+    return [{"source": " ".join(doc[1:]), "target": doc[0]}
+            for doc in english_documents() + chinese_documents() if len(doc) >= 2]
+
+
+def synonym_groups():
+    """SimBERT-style groups from the sample text: the sentences of one paragraph (a weak positive
+    set, for exercising the pipeline, not a paraphrase corpus)."""
+    return [{"text": doc[0], "synonyms": doc[1:]}
+            for doc in english_documents() + chinese_documents() if len(doc) >= 2]
+
+
+def write_jsonl(path, records):
+    import json
+
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path

@@ -5,26 +5,36 @@
 `dynamic`: token ids plus word-start flags; the loader draws the mask each epoch. Padding with the
   vocabulary's [PAD] id (the attention mask is `input_ids != pad`). `segment_ids` and
   `next_sentence_labels` exist only for sentence-pair layouts (NSP/SOP).
+`seq2seq` (UniLM): `[CLS] source [SEP] target [SEP]` padded with [PAD]; segment 0 source, 1 target.
+`lm` (causal LM): packed token streams, documents separated by [SEP], padded with [PAD].
+`groups` (SimBERT): the distinct members of a synonym group, without special tokens, concatenated
+  in `member_ids` with their lengths in `member_lengths` (variable-length features); the loader
+  draws a pair per group and epoch.
 """
 
 import dataclasses
-from typing import List
+from typing import List, Optional
 
 GOOGLE = "google"
 DYNAMIC = "dynamic"
+SEQ2SEQ = "seq2seq"
+LM = "lm"
+GROUPS = "groups"
+FORMATS = (GOOGLE, DYNAMIC, SEQ2SEQ, LM, GROUPS)
 
 
 @dataclasses.dataclass(frozen=True)
 class Feature:
     name: str
     dtype: str      # "int64" | "float32"
-    length: int
+    length: Optional[int]  # None: variable length
 
     def as_dict(self):
         return dataclasses.asdict(self)
 
 
-def features(record_format: str, seq_len: int, max_predictions: int, pairs: bool) -> List[Feature]:
+def features(record_format: str, seq_len: int, max_predictions: int = 0,
+             pairs: bool = False) -> List[Feature]:
     if record_format == GOOGLE:
         return [Feature("input_ids", "int64", seq_len),
                 Feature("input_mask", "int64", seq_len),
@@ -38,7 +48,13 @@ def features(record_format: str, seq_len: int, max_predictions: int, pairs: bool
         if pairs:
             out += [Feature("segment_ids", "int64", seq_len), Feature("next_sentence_labels", "int64", 1)]
         return out
-    raise ValueError("Unknown record format %r (expected %r or %r)" % (record_format, GOOGLE, DYNAMIC))
+    if record_format == SEQ2SEQ:
+        return [Feature("input_ids", "int64", seq_len), Feature("segment_ids", "int64", seq_len)]
+    if record_format == LM:
+        return [Feature("input_ids", "int64", seq_len)]
+    if record_format == GROUPS:
+        return [Feature("member_ids", "int64", None), Feature("member_lengths", "int64", None)]
+    raise ValueError("Unknown record format %r (expected one of %s)" % (record_format, FORMATS))
 
 
 def from_manifest(entries) -> List[Feature]:
@@ -50,7 +66,8 @@ def parse_spec(feature_list: List[Feature]):
     import tensorflow as tf
 
     dtypes = {"int64": tf.int64, "float32": tf.float32}
-    return {f.name: tf.io.FixedLenFeature([f.length], dtypes[f.dtype]) for f in feature_list}
+    return {f.name: (tf.io.RaggedFeature(dtypes[f.dtype], row_splits_dtype=tf.int64) if f.length is None
+                     else tf.io.FixedLenFeature([f.length], dtypes[f.dtype])) for f in feature_list}
 
 
 def float_keys(feature_list: List[Feature]):

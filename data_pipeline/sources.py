@@ -49,6 +49,8 @@ class ReadStats:
     invalid_utf8_lines: int = 0
     bad_json_lines: int = 0
     documents_cut: int = 0
+    bad_records: int = 0              # JSON records of a structured task that cannot be used
+    groups_too_small: int = 0         # SimBERT groups with fewer than two members
     problems: List[tuple] = dataclasses.field(default_factory=list)
 
     def note(self, path, line, reason):
@@ -78,7 +80,7 @@ def iter_documents(config: SourceConfig, paths: List[str], stats: ReadStats) -> 
     for path in paths:
         if path.startswith(TFDS_PREFIX):
             docs = _tfds_documents(config, path)
-        elif _is_jsonl(config, path):
+        elif is_jsonl(config, path):
             docs = _jsonl_documents(config, path, stats)
         else:
             docs = _text_documents(config, path, stats)
@@ -101,7 +103,7 @@ def count_tfds_documents(config: SourceConfig, path: str) -> int:
     return sum(1 for _ in _tfds_documents(config, path))
 
 
-def _is_jsonl(config, path):
+def is_jsonl(config, path):
     if config.input_format != "auto":
         return config.input_format == "jsonl"
     name = path[:-3] if path.endswith(".gz") else path
@@ -153,18 +155,31 @@ def _text_documents(config, path, stats):
         yield doc
 
 
-def _jsonl_documents(config, path, stats):
+def iter_json_objects(path: str, stats: ReadStats) -> Iterator[tuple]:
+    """Yields (line number, dict) for each JSON-object line; other non-blank lines are counted
+    (`bad_json_lines`) and the first few noted."""
     # A JSON record cannot be cut mid-line, so lines are read whole here.
     for number, line in _lines(path, stats, -1):
         if not line.strip():
             continue
         try:
-            text = json.loads(line)[config.text_field]
-        except (ValueError, KeyError, TypeError, IndexError):
+            obj = json.loads(line)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
             stats.bad_json_lines += 1
-            stats.note(path, number, "not a JSON object with a %r field" % config.text_field)
+            stats.note(path, number, "not a JSON object")
             continue
-        doc = _split_text(text)
+        yield number, obj
+
+
+def _jsonl_documents(config, path, stats):
+    for number, obj in iter_json_objects(path, stats):
+        if config.text_field not in obj:
+            stats.bad_json_lines += 1
+            stats.note(path, number, "no %r field" % config.text_field)
+            continue
+        doc = _split_text(obj[config.text_field])
         if doc:
             yield doc
 

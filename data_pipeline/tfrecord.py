@@ -20,24 +20,35 @@ _FLOAT_LIST = 2  # Feature.float_list field number
 
 
 def encode_examples(columns: Dict[str, np.ndarray], float_keys=()) -> List[bytes]:
-    """Serialises N `tf.train.Example`s at once; columns map a feature name to a [N, k] array.
+    """Serialises N `tf.train.Example`s at once; columns map a feature name to a [N, k] array,
+    or, for a variable-length int64 feature, to a list of N 1-D arrays.
 
     The varint work is vectorised over the whole [N, k] matrix of each feature; only the few
     header bytes per record are assembled in Python.
     """
     rows = None
     for key, matrix in columns.items():
-        matrix = np.asarray(matrix)
-        if matrix.ndim != 2:
-            raise ValueError("Feature %r must be a [N, k] array, got shape %s" % (key, matrix.shape))
-        if key in float_keys:
-            flat = matrix.astype("<f4").tobytes()
-            sizes = np.full(len(matrix), 4 * matrix.shape[1])
-            kind = _FLOAT_LIST
-        else:
-            flat, per_value = encode_varints(matrix.astype(np.int64).ravel(), return_sizes=True)
-            sizes = per_value.reshape(matrix.shape).sum(axis=1)
+        if isinstance(matrix, list):  # ragged int64 feature: one 1-D array per record
+            lengths = np.array([len(r) for r in matrix], dtype=np.int64)
+            values = (np.concatenate(matrix).astype(np.int64) if len(matrix)
+                      else np.zeros(0, np.int64))
+            flat, per_value = encode_varints(values, return_sizes=True)
+            bounds = np.concatenate([[0], np.cumsum(per_value)])[np.concatenate([[0], np.cumsum(lengths)])]
+            sizes = np.diff(bounds)
             kind = _INT64_LIST
+        else:
+            matrix = np.asarray(matrix)
+            if matrix.ndim != 2:
+                raise ValueError("Feature %r must be a [N, k] array or a list of 1-D arrays, got "
+                                 "shape %s" % (key, matrix.shape))
+            if key in float_keys:
+                flat = matrix.astype("<f4").tobytes()
+                sizes = np.full(len(matrix), 4 * matrix.shape[1])
+                kind = _FLOAT_LIST
+            else:
+                flat, per_value = encode_varints(matrix.astype(np.int64).ravel(), return_sizes=True)
+                sizes = per_value.reshape(matrix.shape).sum(axis=1)
+                kind = _INT64_LIST
         ends = np.cumsum(sizes).tolist()
         starts = [0] + ends[:-1]
         name = key.encode("utf-8")

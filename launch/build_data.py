@@ -7,6 +7,13 @@ Google layout with static masks (feeds google-research/bert and Model Garden unc
     python -m launch.build_data --mode=static --layout=pairs --dupe_factor=5 ...
 Chinese whole-word masking:
     python -m launch.build_data --input=zh.jsonl --vocab=vocab.txt --segmenter=jieba ...
+UniLM seq2seq from JSON lines {"content": ..., "title": ...} (title generation):
+    python -m launch.build_data --task=unilm --input=news.jsonl --source_field=content \
+        --target_field=title --max_target_len=32 ...
+UniLM from plain text (packed segments split at a random point), causal LM, SimBERT groups:
+    python -m launch.build_data --task=unilm --unilm_from=text --input=corpus/*.txt ...
+    python -m launch.build_data --task=lm --input=corpus/*.txt ...
+    python -m launch.build_data --task=simbert --input=synonyms.jsonl ...   # {"text", "synonyms"}
 
 Re-running the same command resumes an interrupted build (finished shards are kept) and does
 nothing when the build is complete.
@@ -16,7 +23,7 @@ import sys
 
 from absl import app, flags
 
-from data_pipeline import builder, sources
+from data_pipeline import builder, sources, tasks
 from data_pipeline.instances import InstanceConfig
 from data_pipeline.masking import MaskingConfig
 
@@ -26,7 +33,24 @@ flags.DEFINE_list("input", None, "Input files, globs (local or gs://), or tfds:N
 flags.DEFINE_string("vocab", None, "vocab.txt (WordPiece) or *.model (SentencePiece).", required=True)
 flags.DEFINE_string("output_dir", None, "Directory for shards and manifest.json (local or gs://).",
                     required=True)
-flags.DEFINE_enum("task", "mlm", ["mlm"], "Sample type.")
+flags.DEFINE_enum("task", "mlm", list(tasks.TASKS),
+                  "mlm: masked LM (+NSP/SOP); unilm: seq2seq [CLS] source [SEP] target [SEP]; "
+                  "simbert: synonym groups (pairs drawn by the loader each epoch); lm: packed "
+                  "causal-LM streams.")
+flags.DEFINE_enum("unilm_from", "fields", ["fields", "text"],
+                  "unilm: source/target from JSON fields, or packed plain text split at a random "
+                  "point inside its real length.")
+flags.DEFINE_string("source_field", "source", "unilm: JSON field of the source text.")
+flags.DEFINE_string("target_field", "target", "unilm: JSON field of the target text.")
+flags.DEFINE_string("synonyms_field", "synonyms", "simbert: JSON field with the list of synonyms "
+                    "(the group's first member is --text_field).")
+flags.DEFINE_integer("max_source_len", None, "unilm: cut sources to this many tokens (sources are "
+                     "always cut first to fit seq_len; cuts are counted).")
+flags.DEFINE_integer("max_target_len", None, "unilm: cut targets to this many tokens (counted). "
+                     "Without it a target that leaves no room for the source is a bad record.")
+flags.DEFINE_enum("on_bad_record", "stop", ["stop", "skip"],
+                  "unilm/simbert: a record with missing/empty fields, an over-long target, not JSON, "
+                  "or duplicates only: stop with an error (nothing written) or skip and count it.")
 flags.DEFINE_enum("mode", "dynamic", ["dynamic", "static"],
                   "dynamic: ids + word boundaries, masked by the loader each epoch; static: "
                   "dupe_factor masked copies in google-research/bert's layout.")
@@ -70,6 +94,11 @@ def config_from_flags() -> builder.BuildConfig:
         max_document_chars=FLAGS.max_document_chars, allow_empty_files=FLAGS.allow_empty_files)
     return builder.BuildConfig(
         output_dir=FLAGS.output_dir, vocab=FLAGS.vocab, source=source,
+        task=tasks.TaskConfig(
+            task=FLAGS.task, unilm_from=FLAGS.unilm_from, source_field=FLAGS.source_field,
+            target_field=FLAGS.target_field, synonyms_field=FLAGS.synonyms_field,
+            max_source_len=FLAGS.max_source_len, max_target_len=FLAGS.max_target_len,
+            on_bad_record=FLAGS.on_bad_record),
         instance=InstanceConfig(seq_len=FLAGS.seq_len, layout=FLAGS.layout,
                                 cross_documents=FLAGS.cross_documents,
                                 sentence_task=FLAGS.sentence_task, short_seq_prob=FLAGS.short_seq_prob),

@@ -6,6 +6,20 @@ import pytest
 from data_pipeline import sample_corpus, vocab
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+NUM_LOGICAL_CPUS = 4
+
+
+def _logical_cpus():
+    """Splits the CPU into logical devices before TensorFlow initialises, so tests can run
+    MirroredStrategy with 1, 2 or 4 replicas on any machine."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(NUM_LOGICAL_CPUS)])
+
+
+_logical_cpus()
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpora")
 
 
@@ -32,3 +46,15 @@ def wordpiece_vocab(corpus_dir):
 @pytest.fixture
 def rng():
     return random.Random(0)
+
+
+@pytest.fixture(scope="session")
+def seq2seq_jsonl(tmp_path_factory):
+    d = tmp_path_factory.mktemp("seq2seq")
+    return str(sample_corpus.write_jsonl(str(d / "pairs.jsonl"), sample_corpus.seq2seq_records()))
+
+
+@pytest.fixture(scope="session")
+def groups_jsonl(tmp_path_factory):
+    d = tmp_path_factory.mktemp("groups")
+    return str(sample_corpus.write_jsonl(str(d / "groups.jsonl"), sample_corpus.synonym_groups()))
