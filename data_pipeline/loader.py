@@ -91,7 +91,8 @@ def check_manifest(manifest: dict, vocab_size: Optional[int] = None, seq_len: Op
 def make_dataset(data_dir_or_manifest, batch_size: int, split: str = "train", seed: int = 0,
                  epoch=0, training: bool = True, shuffle_buffer: int = 10000,
                  input_context=None, masked_lm_prob: Optional[float] = None,
-                 max_predictions: Optional[int] = None, cycle_length: int = 8):
+                 max_predictions: Optional[int] = None, cycle_length: int = 8,
+                 drop_remainder: Optional[bool] = None):
     """The batched dataset the trainer consumes.
 
     Args:
@@ -103,6 +104,10 @@ def make_dataset(data_dir_or_manifest, batch_size: int, split: str = "train", se
       training: shuffle and repeat; otherwise one deterministic pass in file order.
       input_context: a `tf.distribute.InputContext`; files are split across input pipelines.
       masked_lm_prob, max_predictions: override the manifest's masking settings (dynamic only).
+      drop_remainder: drop a last partial batch (default: when training).
+
+    The order of records is a function of the seed (and the file list) only, so a run resumed
+    from a checkpointed iterator sees exactly the batches an uninterrupted run would.
     """
     import tensorflow as tf
 
@@ -139,12 +144,13 @@ def make_dataset(data_dir_or_manifest, batch_size: int, split: str = "train", se
         return records.map(lambda i, r: (record_epoch, file_index * (1 << _FILE_BITS) + i, r))
 
     ds = index.interleave(numbered_records, cycle_length=cycle_length if training else 1,
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size // 2 if groups else batch_size, drop_remainder=training)
+    ds = ds.batch(batch_size // 2 if groups else batch_size,
+                  drop_remainder=training if drop_remainder is None else drop_remainder)
     ds = ds.map(_batch_parser(m, seed, masked_lm_prob, max_predictions),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

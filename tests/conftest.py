@@ -20,6 +20,17 @@ def _logical_cpus():
 
 
 _logical_cpus()
+_STRATEGIES = {}
+
+
+def mirrored(replicas):
+    """One MirroredStrategy per replica count for the whole session: separate instances would
+    reuse the same collective-op instance keys and abort each other's all-gathers."""
+    import tensorflow as tf
+
+    if replicas not in _STRATEGIES:
+        _STRATEGIES[replicas] = tf.distribute.MirroredStrategy(["/cpu:%d" % i for i in range(replicas)])
+    return _STRATEGIES[replicas]
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpora")
 
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 from data_pipeline import builder, loader, sample_corpus, sources, tasks
 from data_pipeline.instances import InstanceConfig
 from data_pipeline.tokenizer import load_tokenizer
+from tests.conftest import mirrored
 
 
 def _build(vocab, out, inputs, task, seq_len=64, **kw):
@@ -160,7 +161,7 @@ def test_simbert_partners_stay_together_on_every_replica(wordpiece_vocab, groups
     out = tmp_path / "g"
     _groups_build(wordpiece_vocab, groups_jsonl, out)
     sp = load_tokenizer(wordpiece_vocab).special_ids
-    strategy = tf.distribute.MirroredStrategy(["/cpu:%d" % i for i in range(replicas)])
+    strategy = mirrored(replicas)
     global_batch = 4 * replicas
     loader.check_pair_batching(global_batch, replicas)
     if how == "distribute_dataset":

@@ -1,0 +1,51 @@
+r"""Pretrains a BERT-family model on shards built by `launch.build_data`.
+
+    python -m launch.pretrain --config=configs/quickstart.py --workdir=workspace/runs/quick
+    python -m launch.pretrain --config=configs/bert_base.py --config.data.train_dir=gs://b/data \
+        --config.distribute.name=tpu --config.distribute.tpu=local --workdir=gs://b/runs/base
+
+Any config field can be overridden with --config.a.b=value. Re-running the same command resumes
+from the last checkpoint (model, optimizer, step and data position); SIGTERM checkpoints and exits.
+"""
+
+import os
+import shlex
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
+flags.DEFINE_string("workdir", None, "Run directory (local or gs://): checkpoints, metrics, TensorBoard.")
+flags.DEFINE_bool("allow_config_change", False, "Continue a run in --workdir even though its "
+                  "task/model/data/seed config differs.")
+flags.DEFINE_bool("progress", True, "Print progress lines and a final summary.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    import tensorflow as tf  # after flag parsing, so --help is instant
+
+    from pretrain import distribute
+    from pretrain.trainer import TrainError, Trainer
+    from data_pipeline.loader import ManifestError
+
+    try:
+        trainer = Trainer(FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change,
+                          progress=FLAGS.progress)
+        if trainer.info.is_chief:
+            tf.io.gfile.makedirs(FLAGS.workdir)
+            with tf.io.gfile.GFile(os.path.join(FLAGS.workdir, "command.txt"), "a") as f:
+                f.write(" ".join(shlex.quote(a) for a in [sys.executable, "-m", "launch.pretrain"]
+                                 + sys.argv[1:]) + "\n")
+        result = trainer.train()
+    except (TrainError, ManifestError, distribute.StrategyError) as e:
+        print("pretrain: error: %s" % e, file=sys.stderr)
+        return 2
+    return 0 if result.status in ("finished", "preempted") else 1
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,113 @@
+"""One factory for every `tf.distribute` strategy the trainer runs under, with clear startup errors.
+
+    default                 no distribution (CPU, or one GPU)
+    one_device              `device` (e.g. /gpu:0)
+    mirrored                all local GPUs, or `devices`
+    multi_worker_mirrored   hosts described by TF_CONFIG (see launch.run)
+    tpu                     `tpu="local"` on a TPU VM, or a TPU/pod name via TPUClusterResolver
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Optional
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+class StrategyError(RuntimeError):
+    """The requested strategy cannot be created here; the message says why."""
+
+
+@dataclasses.dataclass
+class WorkerInfo:
+    task_type: Optional[str]
+    task_id: int
+    num_workers: int
+
+    @property
+    def is_chief(self):
+        # With TF_CONFIG, the chief is the task "chief", or worker 0 when there is no chief task.
+        return self.task_type in (None, "chief") or (self.task_type == "worker" and self.task_id == 0
+                                                     and not _has_chief())
+
+
+def _has_chief():
+    return "chief" in json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+
+
+def parse_tf_config():
+    """Validates TF_CONFIG; returns it as a dict ({} when unset)."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return {}
+    try:
+        tf_config = json.loads(raw)
+    except ValueError as e:
+        raise StrategyError("TF_CONFIG is not valid JSON (%s): %r" % (e, raw[:200]))
+    cluster, task = tf_config.get("cluster"), tf_config.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise StrategyError("TF_CONFIG needs a non-empty 'cluster' dict, e.g. "
+                            '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                            '"task": {"type": "worker", "index": 0}}; got %r' % raw[:200])
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise StrategyError("TF_CONFIG needs 'task': {'type': ..., 'index': ...}; got %r" % raw[:200])
+    if task["type"] not in cluster:
+        raise StrategyError("TF_CONFIG task type %r is not in the cluster (%s)"
+                            % (task["type"], ", ".join(cluster)))
+    if not 0 <= int(task["index"]) < len(cluster[task["type"]]):
+        raise StrategyError("TF_CONFIG task index %s is out of range for %d %s task(s)"
+                            % (task["index"], len(cluster[task["type"]]), task["type"]))
+    for kind, hosts in cluster.items():
+        for host in hosts:
+            if ":" not in host:
+                raise StrategyError("TF_CONFIG %s address %r has no port" % (kind, host))
+    return tf_config
+
+
+def make_strategy(name="default", device=None, devices=None, tpu=None):
+    if name not in STRATEGIES:
+        raise StrategyError("Unknown strategy %r (one of %s)" % (name, ", ".join(STRATEGIES)))
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(device or "/cpu:0")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
+    if name == "multi_worker_mirrored":
+        if not parse_tf_config():
+            raise StrategyError("multi_worker_mirrored needs TF_CONFIG (start the workers with "
+                                "`python -m launch.run --nnodes=... -m launch.pretrain ...`).")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if not tpu:
+        raise StrategyError("strategy 'tpu' needs tpu='local' (on a TPU VM) or the TPU's name.")
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        if tpu != "local":
+            tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except Exception as e:  # TF raises ValueError/NotFoundError/RuntimeError depending on the failure
+        raise StrategyError("Cannot reach TPU %r: %s. On a TPU VM use tpu='local'; for a pod use its "
+                            "name and run on every worker (python -m launch.tpu_vm run ...)." % (tpu, e))
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def worker_info(strategy) -> WorkerInfo:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and resolver is not None:
+        spec = resolver.cluster_spec().as_dict()
+        workers = sum(len(v) for k, v in spec.items() if k in ("chief", "worker"))
+        return WorkerInfo(resolver.task_type, int(resolver.task_id or 0), max(workers, 1))
+    return WorkerInfo(None, 0, 1)
+
+
+def checkpoint_dir(workdir_checkpoints: str, info: WorkerInfo):
+    """The chief writes into the workdir; other workers must also save (TensorFlow needs every
+    worker in a synchronous save) but into a temporary directory, removed afterwards."""
+    if info.is_chief:
+        return workdir_checkpoints, None
+    tmp = os.path.join(tempfile.gettempdir(), "ckpt_worker_%s_%d" % (info.task_type, info.task_id))
+    return tmp, tmp

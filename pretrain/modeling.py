@@ -1,0 +1,309 @@
+"""The BERT encoder and its pretraining heads, in Keras 3 (TensorFlow backend).
+
+Every parameter maps one-to-one onto the Google checkpoint layout (CONTRACTS.md §2; the mapping
+is `google_variables(model)`): post-LayerNorm Transformer blocks, exact-erf GELU, LayerNorm epsilon
+1e-12, truncated-normal initialisation with `initializer_range`, optional factorized embeddings
+(`embedding_size`, ALBERT-style `embedding_hidden_mapping_in`). The MLM output layer is tied to the
+word embeddings plus an output bias; the same head predicts next tokens for UniLM and causal LM,
+so every task exports as plain BERT weights.
+
+Attention masks are additive biases built from the batch (`attention_bias`):
+  * `bidirectional`: every real token sees every real token (MLM);
+  * `unilm`: with idx = cumsum(segment_ids), token i sees token j iff idx[j] <= idx[i] (CONTRACTS §4);
+  * `causal`: token i sees tokens j <= i.
+
+Dropout is stateless: each site draws its mask from (step seed, site number), so a block run again
+by `tf.recompute_grad` replays exactly the same masks and gradients stay exact.
+"""
+
+import dataclasses
+import json
+import math
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+LAYER_NORM_EPSILON = 1e-12
+_NEG = -1e9
+
+
+@dataclasses.dataclass
+class BertConfig:
+    """The fields of Google's bert_config.json (plus optional embedding_size)."""
+    vocab_size: int
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    embedding_size: Optional[int] = None
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size %d is not a multiple of num_attention_heads %d"
+                             % (self.hidden_size, self.num_attention_heads))
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ValueError("hidden_act %r is not supported (%s)" % (self.hidden_act, ", ".join(_ACTIVATIONS)))
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def from_json_file(cls, path):
+        with tf.io.gfile.GFile(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        if d["embedding_size"] is None or d["embedding_size"] == self.hidden_size:
+            d.pop("embedding_size")
+        return d
+
+
+_ACTIVATIONS = {
+    "gelu": lambda x: tf.nn.gelu(x, approximate=False),   # Google's "gelu" is the exact erf form
+    "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),
+    "relu": tf.nn.relu,
+    "tanh": tf.tanh,
+}
+
+
+def attention_bias(input_mask, segment_ids, kind: str):
+    """Additive attention bias [B, 1, L, L] (0 where allowed, -1e9 elsewhere), float32."""
+    mask = tf.cast(input_mask, tf.bool)
+    length = tf.shape(input_mask)[1]
+    allowed = mask[:, None, :]                                       # [B, 1, L]: keys that are real
+    if kind == "unilm":
+        idx = tf.cumsum(tf.cast(segment_ids, tf.int32), axis=1)
+        allowed = tf.logical_and(allowed, idx[:, None, :] <= idx[:, :, None])
+    elif kind == "causal":
+        tri = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
+        allowed = tf.logical_and(allowed, tri[None])
+    elif kind != "bidirectional":
+        raise ValueError("Unknown attention mask %r" % kind)
+    else:
+        allowed = tf.broadcast_to(allowed, [tf.shape(mask)[0], length, length])
+    return tf.where(allowed, 0.0, _NEG)[:, None, :, :]
+
+
+def dropout(x, rate: float, seed, site: int, training: bool):
+    """Inverted dropout whose mask is a pure function of (seed, site): replayable."""
+    if not training or rate <= 0.0:
+        return x
+    site_seed = tf.random.experimental.stateless_fold_in(seed, site)
+    keep = tf.random.stateless_uniform(tf.shape(x), site_seed, dtype=tf.float32) >= rate
+    return tf.where(keep, x / tf.cast(1.0 - rate, x.dtype), tf.zeros_like(x))
+
+
+def _init(config):
+    return keras.initializers.TruncatedNormal(stddev=config.initializer_range)
+
+
+def _dense(units, config, name, activation=None, dtype=None):
+    return keras.layers.Dense(units, activation=activation, kernel_initializer=_init(config),
+                              name=name, dtype=dtype)
+
+
+def _layer_norm(name, dtype=None):
+    return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name, dtype=dtype)
+
+
+class Embeddings(keras.layers.Layer):
+    """word + position + token type embeddings, LayerNorm, dropout (+ projection to hidden_size)."""
+
+    def __init__(self, config: BertConfig, **kw):
+        super().__init__(name="embeddings", **kw)
+        self.config = config
+        self.embedding_size = config.embedding_size or config.hidden_size
+        self.layer_norm = _layer_norm("LayerNorm", self.dtype_policy)
+        self.projection = (_dense(config.hidden_size, config, "embedding_hidden_mapping_in",
+                                  dtype=self.dtype_policy)
+                           if self.embedding_size != config.hidden_size else None)
+
+    def build(self, input_shape=None):
+        c, e = self.config, self.embedding_size
+        self.word_embeddings = self.add_weight(name="word_embeddings", shape=(c.vocab_size, e),
+                                               initializer=_init(c))
+        self.token_type_embeddings = self.add_weight(name="token_type_embeddings",
+                                                     shape=(c.type_vocab_size, e), initializer=_init(c))
+        self.position_embeddings = self.add_weight(name="position_embeddings",
+                                                   shape=(c.max_position_embeddings, e),
+                                                   initializer=_init(c))
+        self.layer_norm.build((None, None, e))
+        if self.projection is not None:
+            self.projection.build((None, None, e))
+
+    def call(self, input_ids, segment_ids, seed=None, training=False):
+        length = tf.shape(input_ids)[1]
+        x = (tf.gather(self.word_embeddings, input_ids)
+             + tf.gather(self.token_type_embeddings, segment_ids)
+             + self.position_embeddings[None, :length])
+        x = self.layer_norm(x)
+        x = tf.cast(x, self.compute_dtype)
+        x = dropout(x, self.config.hidden_dropout_prob, seed, 0, training)
+        if self.projection is not None:
+            x = self.projection(x)
+        return x
+
+
+class TransformerBlock(keras.layers.Layer):
+    """Google's post-LayerNorm block: self-attention, add & norm, feed-forward, add & norm."""
+
+    def __init__(self, config: BertConfig, index: int, **kw):
+        super().__init__(name="layer_%d" % index, **kw)
+        self.config, self.index = config, index
+        h, p = config.hidden_size, self.dtype_policy
+        self.heads = config.num_attention_heads
+        self.head_size = h // self.heads
+        self.query = _dense(h, config, "query", dtype=p)
+        self.key = _dense(h, config, "key", dtype=p)
+        self.value = _dense(h, config, "value", dtype=p)
+        self.attention_output = _dense(h, config, "attention_output_dense", dtype=p)
+        self.attention_norm = _layer_norm("attention_output_LayerNorm", p)
+        self.intermediate = _dense(config.intermediate_size, config, "intermediate_dense", dtype=p)
+        self.output_dense = _dense(h, config, "output_dense", dtype=p)
+        self.output_norm = _layer_norm("output_LayerNorm", p)
+        self.activation = _ACTIVATIONS[config.hidden_act]
+
+    def build(self, input_shape=None):
+        h, i = self.config.hidden_size, self.config.intermediate_size
+        for layer in (self.query, self.key, self.value, self.attention_output):
+            layer.build((None, None, h))
+        self.intermediate.build((None, None, h))
+        self.output_dense.build((None, None, i))
+        self.attention_norm.build((None, None, h))
+        self.output_norm.build((None, None, h))
+
+    def call(self, x, bias, seed=None, training=False):
+        c = self.config
+        site = 1 + 3 * self.index
+        batch, length = tf.shape(x)[0], tf.shape(x)[1]
+
+        def heads(t):
+            return tf.transpose(tf.reshape(t, [batch, length, self.heads, self.head_size]), [0, 2, 1, 3])
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(self.head_size))
+        probs = tf.nn.softmax(tf.cast(scores, tf.float32) + bias, axis=-1)
+        probs = dropout(tf.cast(probs, x.dtype), c.attention_probs_dropout_prob, seed, site, training)
+        context = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]),
+                             [batch, length, c.hidden_size])
+        attended = dropout(self.attention_output(context), c.hidden_dropout_prob, seed, site + 1, training)
+        x = tf.cast(self.attention_norm(x + attended), x.dtype)
+        ffn = self.output_dense(self.activation(self.intermediate(x)))
+        ffn = dropout(ffn, c.hidden_dropout_prob, seed, site + 2, training)
+        return tf.cast(self.output_norm(x + ffn), x.dtype)
+
+
+class BertPretrainingModel(keras.Model):
+    """Encoder + pooler + MLM/NSP heads. `call` returns the final hidden states and pooled [CLS];
+    the heads are methods so that each task computes only the logits it needs."""
+
+    def __init__(self, config: BertConfig, recompute: bool = False, with_nsp: bool = True, **kw):
+        super().__init__(name="bert", **kw)
+        self.config, self.recompute, self.with_nsp = config, recompute, with_nsp
+        p = self.dtype_policy
+        self.embeddings = Embeddings(config, dtype=p)
+        self.blocks = [TransformerBlock(config, i, dtype=p) for i in range(config.num_hidden_layers)]
+        self.pooler = _dense(config.hidden_size, config, "pooler_dense", activation="tanh", dtype=p)
+        # With factorized embeddings the transform maps hidden -> embedding_size (ALBERT, bert4keras).
+        self.mlm_transform = _dense(config.embedding_size or config.hidden_size, config,
+                                    "cls_predictions_transform_dense", dtype=p)
+        self.mlm_norm = _layer_norm("cls_predictions_transform_LayerNorm", p)
+        self._activation = _ACTIVATIONS[config.hidden_act]
+
+    def build(self, input_shape=None):
+        c = self.config
+        self.embeddings.build()
+        for block in self.blocks:
+            block.build()
+        self.pooler.build((None, c.hidden_size))
+        self.mlm_transform.build((None, None, c.hidden_size))
+        self.mlm_norm.build((None, None, c.embedding_size or c.hidden_size))
+        self.mlm_output_bias = self.add_weight(name="cls_predictions_output_bias",
+                                               shape=(c.vocab_size,), initializer="zeros")
+        if self.with_nsp:
+            self.nsp_output_weights = self.add_weight(name="cls_seq_relationship_output_weights",
+                                                      shape=(2, c.hidden_size), initializer=_init(c))
+            self.nsp_output_bias = self.add_weight(name="cls_seq_relationship_output_bias",
+                                                   shape=(2,), initializer="zeros")
+        self.built = True
+
+    def call(self, input_ids, segment_ids, bias, seed=None, training=False):
+        """(sequence output [B, L, H], pooled [CLS] output [B, H]) in the compute dtype."""
+        if seed is None:
+            seed = tf.zeros([2], tf.int64)
+        x = self.embeddings(input_ids, segment_ids, seed=seed, training=training)
+        for block in self.blocks:
+            if self.recompute and training:
+                # Activations inside the block are dropped and recomputed in the backward pass;
+                # the stateless dropout above makes the recomputation draw identical masks.
+                x = tf.recompute_grad(
+                    lambda h, b, block=block: block(h, b, seed=seed, training=True))(x, bias)
+            else:
+                x = block(x, bias, seed=seed, training=training)
+        pooled = self.pooler(x[:, 0])
+        return x, pooled
+
+    def mlm_logits(self, hidden):
+        """Tied-embedding output layer on hidden states [..., H] -> float32 logits [..., V]."""
+        h = self.mlm_norm(self._activation(self.mlm_transform(hidden)))
+        logits = tf.matmul(h, tf.cast(self.embeddings.word_embeddings, h.dtype), transpose_b=True)
+        return tf.cast(logits, tf.float32) + self.mlm_output_bias
+
+    def nsp_logits(self, pooled):
+        return (tf.matmul(tf.cast(pooled, tf.float32), self.nsp_output_weights, transpose_b=True)
+                + self.nsp_output_bias)
+
+
+def build_model(config: BertConfig, recompute=False, with_nsp=True, dtype_policy=None):
+    """A built model (variables created), so it can be checkpointed and wrapped by recompute."""
+    model = BertPretrainingModel(config, recompute=recompute, with_nsp=with_nsp, dtype=dtype_policy)
+    model.build()
+    return model
+
+
+def google_variables(model: BertPretrainingModel):
+    """{Google checkpoint name: variable} (CONTRACTS.md §2)."""
+    e = model.embeddings
+    out = {"bert/embeddings/word_embeddings": e.word_embeddings,
+           "bert/embeddings/token_type_embeddings": e.token_type_embeddings,
+           "bert/embeddings/position_embeddings": e.position_embeddings,
+           "bert/embeddings/LayerNorm/gamma": e.layer_norm.gamma,
+           "bert/embeddings/LayerNorm/beta": e.layer_norm.beta}
+    if e.projection is not None:
+        out["bert/encoder/embedding_hidden_mapping_in/kernel"] = e.projection.kernel
+        out["bert/encoder/embedding_hidden_mapping_in/bias"] = e.projection.bias
+
+    def dense(prefix, layer):
+        out[prefix + "/kernel"], out[prefix + "/bias"] = layer.kernel, layer.bias
+
+    def norm(prefix, layer):
+        out[prefix + "/gamma"], out[prefix + "/beta"] = layer.gamma, layer.beta
+
+    for i, b in enumerate(model.blocks):
+        p = "bert/encoder/layer_%d/" % i
+        dense(p + "attention/self/query", b.query)
+        dense(p + "attention/self/key", b.key)
+        dense(p + "attention/self/value", b.value)
+        dense(p + "attention/output/dense", b.attention_output)
+        norm(p + "attention/output/LayerNorm", b.attention_norm)
+        dense(p + "intermediate/dense", b.intermediate)
+        dense(p + "output/dense", b.output_dense)
+        norm(p + "output/LayerNorm", b.output_norm)
+    dense("bert/pooler/dense", model.pooler)
+    dense("cls/predictions/transform/dense", model.mlm_transform)
+    norm("cls/predictions/transform/LayerNorm", model.mlm_norm)
+    out["cls/predictions/output_bias"] = model.mlm_output_bias
+    if model.with_nsp:
+        out["cls/seq_relationship/output_weights"] = model.nsp_output_weights
+        out["cls/seq_relationship/output_bias"] = model.nsp_output_bias
+    return out

@@ -1,0 +1,28 @@
+import pytest
+
+from configs import base
+from data_pipeline import builder, sources
+from data_pipeline.instances import InstanceConfig
+
+
+@pytest.fixture(scope="session")
+def mlm_data(corpus_dir, wordpiece_vocab, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mlm_data")
+    builder.build(builder.BuildConfig(
+        output_dir=str(out), vocab=wordpiece_vocab, progress=False, num_shards=2, docs_per_chunk=16,
+        eval_fraction=0.2, instance=InstanceConfig(seq_len=32),
+        source=sources.SourceConfig(inputs=(str(corpus_dir / "en.txt"), str(corpus_dir / "zh.txt")))))
+    return str(out)
+
+
+def tiny_config(data_dir, **train):
+    c = base.get_config()
+    c.model.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                   max_position_embeddings=64)
+    c.data.train_dir = data_dir
+    c.data.shuffle_buffer = 100
+    c.train.update(global_batch_size=8, steps=4, steps_per_loop=2, checkpoint_every=2,
+                   eval_every=0, eval_steps=2, clip_norm=1.0)
+    c.train.update(**train)
+    c.optimizer.update(learning_rate=1e-3, warmup_steps=2, decay_steps=100)
+    return c
