@@ -20,7 +20,7 @@ def get_config():
                    max_position_embeddings=128)
     c.data.train_dir = "workspace/quickstart/data_mlm_128"
     c.data.shuffle_buffer = 2000
-    c.train.update(global_batch_size=32, steps=600, steps_per_loop=50, checkpoint_every=200,
-                   eval_every=200, eval_steps=0)
-    c.optimizer.update(learning_rate=1e-3, warmup_steps=60)
+    c.train.update(global_batch_size=32, steps=1500, steps_per_loop=50, checkpoint_every=500,
+                   eval_every=500, eval_steps=0)
+    c.optimizer.update(learning_rate=1e-3, warmup_steps=150)
     return c

@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -26,6 +26,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress output
     import tensorflow as tf  # after flag parsing, so --help is instant
 
     from pretrain import distribute
