@@ -310,19 +310,19 @@ def _chunks(c, paths, writer, stats):
 def _write_shards(c, settings, processor, paths, plan, state, total_docs, total_bytes):
     writer = _ShardWriter(c, plan, state)
     read_stats = sources.ReadStats()
-    skipped_reported = [0]
+    skipped_reported = 0
     progress = Progress(total_docs, total_bytes, enabled=c.progress)
     examples = 0
 
     def consume(result):
-        nonlocal examples
+        nonlocal examples, skipped_reported
         chunk, data, counts, stats = result
         problems = stats.pop("problems", [])
         if problems and c.task.on_bad_record == "stop":
             raise _BadRecords(problems)
-        for origin, reason in problems[:max(0, 5 - skipped_reported[0])]:
+        for origin, reason in problems[:max(0, 5 - skipped_reported)]:
             _log("skipped bad record %s: %s" % (origin, reason), c)
-        skipped_reported[0] += len(problems)
+        skipped_reported += len(problems)
         writer.write(chunk, data, counts, stats)
         examples += sum(counts.values())
         progress.update(read_stats.documents, read_stats.bytes, examples)

@@ -34,6 +34,11 @@ def loss_names(task, with_nsp):
     return ("seq2seq",)
 
 
+def metric_names(task, with_nsp):
+    """The per-update metric sums: {component}_loss, _correct and _count for every loss."""
+    return [n + s for n in loss_names(task, with_nsp) for s in ("_loss", "_correct", "_count")]
+
+
 def target_counts(task, batch, with_nsp):
     """{component: number of targets in this (local) batch}, float32 scalars."""
     rows = tf.cast(tf.shape(batch["input_ids"])[0], tf.float32)

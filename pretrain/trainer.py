@@ -63,6 +63,7 @@ class Trainer:
         self._check_startup(allow_config_change)
         self.with_nsp = (self.task == "mlm" and config.train.with_nsp
                          and self.manifest.get("layout") == "pairs")
+        self.metric_names = objectives.metric_names(self.task, self.with_nsp)
         self._build_state()
 
     # ------------------------------------------------------------------------------ startup
@@ -172,9 +173,9 @@ class Trainer:
                                    shuffle_buffer=c.data.shuffle_buffer)
 
     def _split_to_replicas(self, batch):
-        local = self.strategy.num_replicas_in_sync // self.info.num_workers
-        if local == 1 and self.strategy.num_replicas_in_sync == 1:
+        if self.strategy.num_replicas_in_sync == 1:
             return batch
+        local = self.strategy.num_replicas_in_sync // self.info.num_workers
         rows = self.c.train.global_batch_size // self.strategy.num_replicas_in_sync
 
         def slice_for(ctx):
@@ -182,16 +183,16 @@ class Trainer:
             return {k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}
         return self.strategy.experimental_distribute_values_from_function(slice_for)
 
-    def _distributed_dataset(self, split, training):
+    def _eval_dataset(self):
+        """One ordered pass over the eval split, distributed (no state to checkpoint)."""
         c = self.c
 
         def dataset_fn(ctx):
             per_replica = ctx.get_per_replica_batch_size(c.train.global_batch_size)
-            return loader.make_dataset(self.manifest, batch_size=per_replica, split=split,
-                                       seed=c.seed, training=training, input_context=ctx,
-                                       shuffle_buffer=c.data.shuffle_buffer,
+            return loader.make_dataset(self.manifest, batch_size=per_replica, split="eval",
+                                       seed=c.seed, training=False, input_context=ctx,
                                        # SimBERT gathers equal-sized slices from every replica.
-                                       drop_remainder=training or self.task == "simbert")
+                                       drop_remainder=self.task == "simbert")
         options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
         return self.strategy.distribute_datasets_from_function(dataset_fn, options)
 
@@ -226,8 +227,7 @@ class Trainer:
         else:
             rows = tf.shape(batch["input_ids"])[0] // k
             variables = self.variables
-            names = [n + s for n in objectives.loss_names(self.task, self.with_nsp)
-                     for s in ("_loss", "_correct", "_count")]
+            names = self.metric_names
 
             def body(i, grads, metrics):
                 micro = {key: value[i * rows:(i + 1) * rows] for key, value in batch.items()}
@@ -250,8 +250,7 @@ class Trainer:
 
     def _loop(self, iterator, steps):
         """`steps` updates; returns the summed metrics (cross-replica) and the last grad norm."""
-        names = [n + s for n in objectives.loss_names(self.task, self.with_nsp)
-                 for s in ("_loss", "_correct", "_count")]
+        names = self.metric_names
         totals = [tf.constant(0.0) for _ in names]
         norm = tf.constant(0.0)
         for _ in tf.range(steps):
@@ -295,8 +294,7 @@ class Trainer:
     def evaluate(self, max_steps: Optional[int] = None):
         if "eval" not in self.manifest["splits"] or not self.manifest["splits"]["eval"].get("examples"):
             return None
-        names = [n + s for n in objectives.loss_names(self.task, self.with_nsp)
-                 for s in ("_loss", "_correct", "_count")]
+        names = self.metric_names
 
         def replica_eval(batch):
             ctx = tf.distribute.get_replica_context()
@@ -314,7 +312,7 @@ class Trainer:
 
         totals = {n: 0.0 for n in names}
         batches = 0
-        for i, batch in enumerate(self._distributed_dataset("eval", training=False)):
+        for i, batch in enumerate(self._eval_dataset()):
             if max_steps and i >= max_steps:
                 break
             for n, v in eval_step(batch).items():
