@@ -158,7 +158,9 @@ class TransformerBlock(keras.layers.Layer):
     """Google's post-LayerNorm block: self-attention, add & norm, feed-forward, add & norm."""
 
     def __init__(self, config: BertConfig, index: int, **kw):
-        super().__init__(name="layer_%d" % index, **kw)
+        # autocast off: the float32 attention bias must not be cast to a float16/bfloat16 policy's
+        # compute dtype (-1e9 overflows float16); `x` arrives in the compute dtype already.
+        super().__init__(name="layer_%d" % index, autocast=False, **kw)
         self.config, self.index = config, index
         h, p = config.hidden_size, self.dtype_policy
         self.heads = config.num_attention_heads
@@ -208,11 +210,15 @@ class BertPretrainingModel(keras.Model):
     the heads are methods so that each task computes only the logits it needs."""
 
     def __init__(self, config: BertConfig, recompute: bool = False, with_nsp: bool = True, **kw):
-        super().__init__(name="bert", **kw)
+        super().__init__(name="bert", autocast=False, **kw)   # keeps the bias float32 (see blocks)
         self.config, self.recompute, self.with_nsp = config, recompute, with_nsp
         p = self.dtype_policy
         self.embeddings = Embeddings(config, dtype=p)
         self.blocks = [TransformerBlock(config, i, dtype=p) for i in range(config.num_hidden_layers)]
+        # Keras 3 keeps the list for `weights`, but TF checkpoints only follow attributes: without
+        # these, `tf.train.Checkpoint(model=...)` would silently skip every block.
+        for block in self.blocks:
+            setattr(self, block.name, block)
         self.pooler = _dense(config.hidden_size, config, "pooler_dense", activation="tanh", dtype=p)
         # With factorized embeddings the transform maps hidden -> embedding_size (ALBERT, bert4keras).
         self.mlm_transform = _dense(config.embedding_size or config.hidden_size, config,
@@ -246,8 +252,10 @@ class BertPretrainingModel(keras.Model):
             if self.recompute and training:
                 # Activations inside the block are dropped and recomputed in the backward pass;
                 # the stateless dropout above makes the recomputation draw identical masks.
+                # The mask bias is captured, not passed: as an argument it would get a gradient
+                # ([B, heads, L, L] per block) that nobody needs.
                 x = tf.recompute_grad(
-                    lambda h, b, block=block: block(h, b, seed=seed, training=True))(x, bias)
+                    lambda h, block=block: block(h, bias, seed=seed, training=True))(x)
             else:
                 x = block(x, bias, seed=seed, training=training)
         pooled = self.pooler(x[:, 0])

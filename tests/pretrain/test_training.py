@@ -210,3 +210,36 @@ def test_non_finite_updates_are_skipped_then_abort(mlm_data, tmp_path):
         for name, dtype in reader.get_variable_to_dtype_map().items():
             if dtype.is_floating:
                 assert np.isfinite(reader.get_tensor(name)).all(), name  # never a non-finite model
+
+
+def test_a_model_only_checkpoint_holds_every_weight(tmp_path):
+    """tf.train.Checkpoint follows attributes, not Keras's layer lists: every block must be there."""
+    config = modeling.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=3, num_attention_heads=2,
+                                 intermediate_size=16, max_position_embeddings=16)
+    import keras
+    keras.utils.set_random_seed(1)
+    saved = modeling.build_model(config)
+    path = tf.train.Checkpoint(model=saved).save(str(tmp_path / "model"))
+    keras.utils.set_random_seed(2)
+    restored = modeling.build_model(config)
+    tf.train.Checkpoint(model=restored).restore(path).assert_consumed()
+    assert len(restored.weights) == 3 * 16 + 14   # blocks + embeddings, pooler and heads
+    for a, b in zip(saved.weights, restored.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_trains_with_float32_weights_and_mask(mlm_data, tmp_path, precision):
+    """Compute in the low precision, weights and the -1e9 attention bias in float32 (float16
+    cannot hold -1e9), with recompute on; the loss falls as in float32."""
+    config = tiny_config(mlm_data, steps=12, steps_per_loop=12, checkpoint_every=12, precision=precision,
+                         recompute=True)
+    trainer = Trainer(config, str(tmp_path / precision), progress=False)
+    assert trainer.model.compute_dtype == precision
+    assert all(v.dtype == "float32" for v in trainer.model.weights)
+    first = trainer.evaluate(2)["mlm_loss"]
+    result = trainer.train()
+    assert np.isfinite(result.metrics["loss"]) and result.metrics["nonfinite_updates"] == 0
+    assert result.eval_metrics["mlm_loss"] < first
+    if precision == "float16":
+        assert result.metrics["loss_scale"] == 2.0 ** 15
