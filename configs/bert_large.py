@@ -3,12 +3,15 @@
     python -m launch.pretrain --config=configs/bert_large.py:phase1 \
         --config.data.train_dir=gs://b/data/large_128 --workdir=gs://b/runs/large \
         --config.distribute.name=tpu --config.distribute.tpu=local
+    python -m launch.export --workdir=gs://b/runs/large --output=gs://b/exports/large_phase1
     python -m launch.pretrain --config=configs/bert_large.py:phase2 \
         --config.data.train_dir=gs://b/data/large_512 --workdir=gs://b/runs/large_phase2 \
-        ...
+        --config.init_checkpoint=gs://b/exports/large_phase1 ...
 
-Phase 2 has its own warmup and polynomial decay, as in NVIDIA's recipe, with recompute on for
-the 512-token activations.
+Phase 2 starts from phase 1's weights (init_checkpoint) with a fresh LAMB state and its own warmup
+and polynomial decay, as in NVIDIA's recipe, with recompute on for the 512-token activations. To
+continue phase 1's schedule instead, set optimizer.schedule fields with
+--config.optimizer.step_offset=7038 (the step count carries on).
 Expect MLM accuracy around 0.7 at the end of phase 2 on Wikipedia + BookCorpus.
 """
 

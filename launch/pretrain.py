@@ -21,6 +21,8 @@ flags.DEFINE_string("workdir", None, "Run directory (local or gs://): checkpoint
 flags.DEFINE_bool("allow_config_change", False, "Continue a run in --workdir even though its "
                   "task/model/data/seed config differs.")
 flags.DEFINE_bool("progress", True, "Print progress lines and a final summary.")
+flags.DEFINE_bool("preflight", True, "Before building anything, check that gs:// buckets exist, "
+                  "the data and init checkpoint can be read and the workdir written (seconds).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,12 +31,20 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress output
     import tensorflow as tf  # after flag parsing, so --help is instant
 
-    from pretrain import distribute
+    from pretrain import distribute, gcs
     from pretrain.trainer import TrainError, Trainer
     from data_pipeline.loader import ManifestError
 
+    c = FLAGS.config
+    if FLAGS.preflight:
+        try:
+            gcs.preflight(read=[p for p in (c.data.train_dir, c.get("init_checkpoint")) if p],
+                          write=[FLAGS.workdir])
+        except gcs.GcsError as e:
+            print("pretrain: error: %s" % e, file=sys.stderr)
+            return 2
     try:
-        trainer = Trainer(FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change,
+        trainer = Trainer(c, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change,
                           progress=FLAGS.progress)
         if trainer.info.is_chief:
             tf.io.gfile.makedirs(FLAGS.workdir)

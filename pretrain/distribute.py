@@ -71,6 +71,11 @@ def parse_tf_config():
 def make_strategy(name="default", device=None, devices=None, tpu=None):
     if name not in STRATEGIES:
         raise StrategyError("Unknown strategy %r (one of %s)" % (name, ", ".join(STRATEGIES)))
+    tasks = sum(len(hosts) for hosts in parse_tf_config().get("cluster", {}).values())
+    if tasks > 1 and name in ("default", "one_device", "mirrored"):
+        raise StrategyError("TF_CONFIG describes %d workers but strategy %r trains in this process "
+                            "alone (each worker would train its own model): set "
+                            "--config.distribute.name=multi_worker_mirrored." % (tasks, name))
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
@@ -109,5 +114,5 @@ def checkpoint_dir(workdir_checkpoints: str, info: WorkerInfo):
     worker in a synchronous save) but into a temporary directory, removed afterwards."""
     if info.is_chief:
         return workdir_checkpoints, None
-    tmp = os.path.join(tempfile.gettempdir(), "ckpt_worker_%s_%d" % (info.task_type, info.task_id))
+    tmp = tempfile.mkdtemp(prefix="ckpt_%s_%d_" % (info.task_type, info.task_id))  # one per process
     return tmp, tmp

@@ -13,6 +13,8 @@ One update (`_replica_grads` on every replica, then `_apply` once):
 State (model, optimizer, step, loss scale, and the tf.data iterator position) is checkpointed
 with `tf.train.CheckpointManager`, so a resumed run continues with exactly the batches and
 dropout masks it would have seen. SIGTERM (preemption) checkpoints at the next loop boundary.
+With several workers (launch.run) the chief writes the checkpoints and every worker restores them;
+with data.worker_split="files" each worker also keeps its own data position beside them.
 """
 
 import dataclasses
@@ -104,11 +106,15 @@ class Trainer:
         if c.train.precision not in ("float32", "bfloat16", "float16"):
             raise TrainError("train.precision must be float32, bfloat16 or float16, got %r"
                              % c.train.precision)
+        if c.data.worker_split not in ("files", "rows"):
+            raise TrainError("data.worker_split must be 'files' or 'rows', got %r"
+                             % c.data.worker_split)
         path = os.path.join(self.workdir, CONFIG_FILE)
         resolved = self.resolved_config()
         if tf.io.gfile.exists(path):
             with tf.io.gfile.GFile(path) as f:
                 previous = json.load(f)
+            previous.get("data", {}).setdefault("worker_split", "files")  # runs from before the option
             changed = [k for k in _RUN_IDENTITY if previous.get(k) != resolved.get(k)]
             if changed and not allow_config_change:
                 raise TrainError("%s holds a run with a different config (%s differ). Use a new "
@@ -131,16 +137,23 @@ class Trainer:
             self.model = build_model(self.model_config, recompute=c.train.recompute,
                                      with_nsp=self.with_nsp,
                                      dtype_policy=policy[c.train.precision])
-            try:
-                self.optimizer = optimizers.build_optimizer(c.optimizer, c.train.steps)
-            except ValueError as e:
-                raise TrainError("config.optimizer: %s" % e)
-            self.optimizer.build(self.model.trainable_variables)
             # The pooler only learns from NSP/SOP or SimBERT's similarity loss; otherwise it has no
             # gradient and is left out of the updates (it keeps its initial values).
             pooler = {id(v) for v in self.model.pooler.weights}
             self.variables = [v for v in self.model.trainable_variables
                               if id(v) not in pooler or self.with_nsp or self.task == "simbert"]
+            try:
+                self.optimizer = optimizers.build_optimizer(
+                    c.optimizer, c.train.steps, variables=self.variables,
+                    num_layers=self.model_config.num_hidden_layers)
+                self.optimizer.build(self.variables)
+                self.grad_transforms = optimizers.build_gradient_transforms(
+                    c.optimizer.get("gradient_transforms"), [v.path for v in self.variables])
+                ema_decay = c.optimizer.get("ema_decay", 0.0)
+                self.ema = (optimizers.WeightAverage(self.model.trainable_variables, ema_decay)
+                            if ema_decay else None)
+            except ValueError as e:
+                raise TrainError("config.optimizer: %s" % e)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.loss_scale = tf.Variable(2.0 ** 15 if self.fp16 else 1.0, trainable=False,
                                           name="loss_scale")
@@ -151,20 +164,39 @@ class Trainer:
         # replicas inside the step: unlike a distributed iterator it can be checkpointed, so a
         # resumed run continues at the exact batch (and shuffle-buffer state) where it stopped.
         self.iterator = iter(self._worker_dataset())
-        ckpt_dir, self._tmp_ckpt = distribute.checkpoint_dir(os.path.join(self.workdir, "checkpoints"),
-                                                             self.info)
+        self.checkpoint_dir = os.path.join(self.workdir, "checkpoints")   # the chief's: read by all
+        ckpt_dir, self._tmp_ckpt = distribute.checkpoint_dir(self.checkpoint_dir, self.info)
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.step, loss_scale=self.loss_scale,
             good_steps=self.good_steps, nonfinite_total=self.nonfinite_total,
-            nonfinite_in_a_row=self.nonfinite_in_a_row, data=self.iterator)
+            nonfinite_in_a_row=self.nonfinite_in_a_row, data=self.iterator,
+            **({"ema": self.ema} if self.ema is not None else {}))
         self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir,
                                                   max_to_keep=c.train.keep_checkpoints)
+        # The checkpoint above holds the chief's data position. When workers read different files
+        # (worker_split="files"), each one also keeps its own, saved with the same step number
+        # (one more is kept, so the one matching the chief's latest survives an interrupted save).
+        self.data_manager = None
+        if not self.shared_stream:
+            self.data_manager = tf.train.CheckpointManager(
+                tf.train.Checkpoint(data=self.iterator),
+                os.path.join(self.checkpoint_dir, _data_dir_name(self.info.task_id, self.info.num_workers)),
+                max_to_keep=c.train.keep_checkpoints + 1)
         self._train_loop = tf.function(self._loop)
         self._micro = tf.function(self._micro_step, jit_compile=True) if c.train.jit_compile \
             else self._micro_step
 
+    @property
+    def shared_stream(self):
+        """True when every worker reads the same stream (one worker, or data.worker_split="rows")."""
+        return self.info.num_workers == 1 or self.c.data.worker_split == "rows"
+
     def _worker_dataset(self):
         c, info = self.c, self.info
+        if self.shared_stream:   # the global batch; each worker keeps its rows (_split_to_replicas)
+            return loader.make_dataset(self.manifest, batch_size=c.train.global_batch_size,
+                                       split="train", seed=c.seed, training=True,
+                                       shuffle_buffer=c.data.shuffle_buffer)
         ctx = tf.distribute.InputContext(num_input_pipelines=info.num_workers,
                                          input_pipeline_id=info.task_id if info.num_workers > 1 else 0,
                                          num_replicas_in_sync=self.strategy.num_replicas_in_sync)
@@ -179,30 +211,62 @@ class Trainer:
         rows = self.c.train.global_batch_size // self.strategy.num_replicas_in_sync
 
         def slice_for(ctx):
-            i = ctx.replica_id_in_sync_group % local
+            i = ctx.replica_id_in_sync_group   # a shared stream's batch holds every replica's rows,
+            if not self.shared_stream:         # a worker's own batch those of its local replicas
+                i = i % local
             return {k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}
         return self.strategy.experimental_distribute_values_from_function(slice_for)
 
     def _eval_dataset(self):
-        """One ordered pass over the eval split, distributed (no state to checkpoint)."""
+        """One ordered pass over the eval split at the global batch size, distributed (no state to
+        checkpoint): every worker reads the split and keeps its replicas' share of each batch, so
+        any number of eval files serves any number of workers."""
         c = self.c
-
-        def dataset_fn(ctx):
-            per_replica = ctx.get_per_replica_batch_size(c.train.global_batch_size)
-            return loader.make_dataset(self.manifest, batch_size=per_replica, split="eval",
-                                       seed=c.seed, training=False, input_context=ctx,
-                                       # SimBERT gathers equal-sized slices from every replica.
-                                       drop_remainder=self.task == "simbert")
-        options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
-        return self.strategy.distribute_datasets_from_function(dataset_fn, options)
+        ds = loader.make_dataset(self.manifest, batch_size=c.train.global_batch_size, split="eval",
+                                 seed=c.seed, training=False,
+                                 # SimBERT gathers equal-sized slices from every replica.
+                                 drop_remainder=self.task == "simbert")
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return self.strategy.experimental_distribute_dataset(ds.with_options(options))
 
     def restore(self):
         """Restores the latest checkpoint, if any; returns the step."""
-        path = self.manager.latest_checkpoint
+        path = tf.train.latest_checkpoint(self.checkpoint_dir)
         if path:
+            self._check_data_layout(path)
             self.checkpoint.restore(path).assert_existing_objects_matched()
+            if self.data_manager:
+                self.data_manager.checkpoint.restore(self._own_data_path(path)).assert_consumed()
             self._log("Resumed from %s (step %d)" % (path, int(self.step.numpy())))
+        elif self.c.get("init_checkpoint"):   # continued pretraining: released weights, fresh state
+            from pretrain import google_checkpoint
+            try:
+                google_checkpoint.init_from_checkpoint(
+                    self.model, self.c.init_checkpoint, self.manifest.get("vocab"),
+                    self.c.get("init_vocab_map", ""), log=self._log)
+            except google_checkpoint.CheckpointError as e:
+                raise TrainError("config.init_checkpoint: %s" % e)
         return int(self.step.numpy())
+
+    def _own_data_path(self, path):
+        return os.path.join(self.data_manager.directory, os.path.basename(path))
+
+    def _check_data_layout(self, path):
+        """The data position in `path` must fit this run's stream layout (before restoring it)."""
+        saved_by = sorted(p.split("/")[-2] for p in tf.io.gfile.glob(os.path.join(
+            self.checkpoint_dir, _data_dir_name("*", "*"), os.path.basename(path) + ".index")))
+        if self.data_manager and not tf.io.gfile.exists(self._own_data_path(path) + ".index"):
+            raise TrainError(
+                "%s has no data position for worker %d of %d (found: %s). With "
+                "data.worker_split='files' each worker saves its own, so a run resumes with the "
+                "number of workers that wrote it; data.worker_split='rows' resumes with any number."
+                % (path, self.info.task_id, self.info.num_workers, ", ".join(saved_by) or
+                   "one shared stream: the run was written by one worker or with worker_split='rows'"))
+        if not self.data_manager and saved_by:
+            raise TrainError("%s was written by workers reading their own files (%s, "
+                             "data.worker_split='files'): resume it with that many workers."
+                             % (path, ", ".join(saved_by)))
 
     # ---------------------------------------------------------------------------- one update
 
@@ -243,6 +307,7 @@ class Trainer:
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)   # the one gradient reduction
         if self.fp16:
             grads = [g / self.loss_scale for g in grads]
+        grads = optimizers.transform_gradients(self.grad_transforms, grads, self.variables)
         norm = tf.linalg.global_norm(grads)
         if self.c.train.clip_norm:
             grads, _ = tf.clip_by_global_norm(grads, self.c.train.clip_norm, use_norm=norm)
@@ -270,6 +335,8 @@ class Trainer:
 
         def update():
             optimizers.apply_update(self.optimizer, grads, variables, self.strategy)
+            if self.ema is not None:
+                self.ema.update(self.model.trainable_variables)
             self.nonfinite_in_a_row.assign(0)
             if self.fp16:  # dynamic loss scaling: grow after 2000 good steps
                 self.good_steps.assign_add(1)
@@ -330,6 +397,7 @@ class Trainer:
         started = time.time()
         self._write_config()
         step = self.restore()
+        self._check_workers_agree(step)
         writers = self._summary_writers()
         preempted = []
         previous = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True)) \
@@ -387,14 +455,37 @@ class Trainer:
         if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(
                 "-%d" % int(self.step.numpy())):
             return self.manager.latest_checkpoint
+        if self.data_manager:
+            self.data_manager.save(checkpoint_number=self.step)
         return self.manager.save(checkpoint_number=self.step)
 
     def _agree(self, flag):
         """All workers stop together: any worker's SIGTERM stops every worker."""
         if self.info.num_workers == 1:
             return flag
-        value = self.strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
-        return float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)) > 0
+        return bool(self._from_every_replica(1 if flag else 0).any())
+
+    def _check_workers_agree(self, step):
+        """Every worker must have resumed the chief's checkpoint: it needs the workdir's storage."""
+        if self.info.num_workers == 1:
+            return
+        steps = self._from_every_replica(step)
+        if (steps != step).any():
+            raise TrainError("Workers resumed at different steps (%s, one per replica): every worker "
+                             "reads the chief's checkpoints in %s, so the workdir must be storage that "
+                             "all hosts share (gs:// or a network filesystem)."
+                             % (", ".join(map(str, steps)), self.checkpoint_dir))
+
+    @tf.function
+    def _gather(self, value):
+        return self.strategy.run(
+            lambda v: tf.distribute.get_replica_context().all_gather(v[None], axis=0), args=(value,))
+
+    def _from_every_replica(self, value):
+        """An int from every replica of every worker (one all-gather): a numpy array."""
+        with self.strategy.scope():
+            gathered = self._gather(tf.constant(value, tf.int64))
+        return self.strategy.experimental_local_results(gathered)[0].numpy()
 
     # ------------------------------------------------------------------------------ output
 
@@ -469,6 +560,10 @@ def _summarise(totals, task, with_nsp):
     out["perplexity"] = math.exp(min(out[first + "_loss"], 50.0))
     out["loss"] = loss
     return out
+
+
+def _data_dir_name(task_id, num_workers):
+    return "data-worker-%s-of-%s" % (task_id, num_workers)
 
 
 def _duration(seconds):

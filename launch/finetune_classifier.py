@@ -1,0 +1,170 @@
+r"""Fine-tunes a text classifier on an exported checkpoint and reports its held-out accuracy.
+
+    python -m launch.finetune_classifier --write_sample_csv=workspace/sources.csv
+    python -m launch.finetune_classifier --export=workspace/exports/quickstart/1500 \
+        --csv=workspace/sources.csv --learning_rate=2e-4 --epochs=5
+
+The sample CSV is real text from this project: every sentence of the docstrings in data_pipeline/
+and pretrain/, labelled with its package, so the task is to tell which part of the code a sentence
+documents. Any CSV with a header row `text,label` works. Rows are split into train and held-out
+sets by --eval_fraction (seeded), unless --eval_csv gives the held-out rows.
+
+The model is the export loaded by `pretrain.build_transformer_model(..., with_pool=True)`, dropout
+and a softmax layer, all trained with Adam: the code a bert4keras user writes. The script prints
+held-out accuracy next to the majority-class baseline; --from_scratch trains the same network from
+random weights, which shows what the pretrained weights are worth. With an export of the
+quickstart run (1500 steps) and the command above, expect about 0.8 held-out accuracy (0.76-0.86
+over seeds 0-4) against 0.76 from random weights, and a majority baseline of 0.44-0.61 depending
+on the split; each run takes about 10 s on a 2-core CPU. The defaults (lr 5e-5, 3 epochs) are the
+usual ones for BERT-base-sized models, too gentle for the tiny quickstart model.
+"""
+
+import ast
+import csv
+import json
+import os
+import random
+import re
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("export", None, "Export directory (bert_config.json, bert_model.ckpt, vocab).")
+flags.DEFINE_string("csv", None, "Training CSV with a header row: text,label.")
+flags.DEFINE_string("eval_csv", None, "Held-out CSV (default: --eval_fraction of --csv).")
+flags.DEFINE_float("eval_fraction", 0.2, "Share of --csv rows held out when there is no --eval_csv.")
+flags.DEFINE_string("write_sample_csv", None, "Write the project's sample CSV to this path first.")
+flags.DEFINE_integer("max_len", 64, "Tokens per text, [CLS] and [SEP] included.")
+flags.DEFINE_integer("epochs", 3, "Passes over the training rows.")
+flags.DEFINE_integer("batch_size", 16, "Rows per update.")
+flags.DEFINE_float("learning_rate", 5e-5, "Adam learning rate (BERT fine-tuning: 2e-5 to 5e-5).")
+flags.DEFINE_float("dropout", 0.1, "Dropout before the classification layer.")
+flags.DEFINE_integer("seed", 0, "Seed of the split, the new layer and dropout.")
+flags.DEFINE_bool("from_scratch", False, "Random weights instead of the export's (a baseline).")
+flags.DEFINE_string("metrics_json", None, "Also write the results to this JSON file.")
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(\[])")
+
+
+def sample_rows():
+    """(sentence, package) for every sentence of 4+ words in the docstrings of two packages."""
+    rows = []
+    for package in ("data_pipeline", "pretrain"):
+        folder = os.path.join(_ROOT, package)
+        for name in sorted(n for n in os.listdir(folder) if n.endswith(".py")):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node):
+                    text = " ".join(ast.get_docstring(node).split())
+                    rows += [(s, package) for s in _SENTENCE_END.split(text) if len(s.split()) >= 4]
+    return rows
+
+
+def write_csv(path, rows):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+
+
+def read_csv(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
+            raise ValueError("%s: the first row must name the columns text,label (got %s)."
+                             % (path, reader.fieldnames))
+        rows = [(r["text"], r["label"]) for r in reader if r["text"] and r["label"]]
+    if not rows:
+        raise ValueError("%s has no rows with both text and label." % path)
+    return rows
+
+
+def finetune(export_dir, train_rows, eval_rows, max_len=64, epochs=3, batch_size=16,
+             learning_rate=5e-5, dropout=0.1, seed=0, from_scratch=False, log=print):
+    """Trains the classifier; returns {"accuracy", "baseline", "train_rows", "eval_rows", ...}."""
+    import keras
+    import numpy as np
+
+    from pretrain import build_transformer_model, load_tokenizer
+    from pretrain.finetune import export_files
+
+    keras.utils.set_random_seed(seed)
+    files = export_files(export_dir)
+    tokenizer = load_tokenizer(files["vocab"])
+    labels = sorted({label for _, label in train_rows})
+    unknown = sorted({label for _, label in eval_rows} - set(labels))
+    if unknown:
+        raise ValueError("Held-out labels %s never occur in the training rows." % unknown)
+
+    def encode(rows):
+        pairs = [tokenizer.encode(text, maxlen=max_len) for text, _ in rows]
+        pad = tokenizer.special_ids.pad
+        ids = np.full((len(rows), max_len), pad, np.int32)
+        segments = np.zeros((len(rows), max_len), np.int32)
+        for i, (t, s) in enumerate(pairs):
+            ids[i, :len(t)], segments[i, :len(s)] = t, s
+        return [ids, segments], np.array([labels.index(label) for _, label in rows])
+
+    bert = build_transformer_model(files["config"], None if from_scratch else files["checkpoint"],
+                                   with_pool=True, padding_id=tokenizer.special_ids.pad, seed=seed)
+    output = keras.layers.Dropout(dropout, seed=seed)(bert.output)
+    output = keras.layers.Dense(len(labels), activation="softmax")(output)
+    model = keras.Model(bert.inputs, output)
+    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    x_train, y_train = encode(train_rows)
+    x_eval, y_eval = encode(eval_rows)
+    log("fine-tuning on %d rows (%d labels), %s weights" % (
+        len(train_rows), len(labels), "random" if from_scratch else files["checkpoint"]))
+    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=2)
+    predicted = model.predict(x_eval, batch_size=64, verbose=0).argmax(-1)
+    majority = np.bincount(y_train, minlength=len(labels)).argmax()
+    return {"accuracy": float((predicted == y_eval).mean()),
+            "baseline": float((y_eval == majority).mean()),
+            "train_rows": len(train_rows), "eval_rows": len(eval_rows), "labels": labels,
+            "from_scratch": from_scratch, "export": export_dir}
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    if FLAGS.write_sample_csv:
+        rows = sample_rows()
+        write_csv(FLAGS.write_sample_csv, rows)
+        print("wrote %d rows to %s" % (len(rows), FLAGS.write_sample_csv), file=sys.stderr)
+        if not FLAGS.export:
+            return 0
+    if not FLAGS.export or not (FLAGS.csv or FLAGS.write_sample_csv):
+        print("finetune_classifier: error: give --export and --csv (or --write_sample_csv).", file=sys.stderr)
+        return 2
+    from pretrain.google_checkpoint import CheckpointError
+
+    try:
+        rows = read_csv(FLAGS.csv or FLAGS.write_sample_csv)
+        if FLAGS.eval_csv:
+            train_rows, eval_rows = rows, read_csv(FLAGS.eval_csv)
+        else:
+            random.Random(FLAGS.seed).shuffle(rows)
+            held = max(1, int(len(rows) * FLAGS.eval_fraction))
+            train_rows, eval_rows = rows[held:], rows[:held]
+        result = finetune(FLAGS.export, train_rows, eval_rows, max_len=FLAGS.max_len,
+                          epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+                          learning_rate=FLAGS.learning_rate, dropout=FLAGS.dropout, seed=FLAGS.seed,
+                          from_scratch=FLAGS.from_scratch,
+                          log=lambda text: print(text, file=sys.stderr, flush=True))
+    except (ValueError, CheckpointError, OSError) as e:
+        print("finetune_classifier: error: %s" % e, file=sys.stderr)
+        return 2
+    print("held-out accuracy %.3f on %d rows (majority-class baseline %.3f)"
+          % (result["accuracy"], result["eval_rows"], result["baseline"]))
+    if FLAGS.metrics_json:
+        with open(FLAGS.metrics_json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

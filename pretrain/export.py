@@ -1,0 +1,362 @@
+"""Exports a pretraining run as a Google BERT checkpoint directory (CONTRACTS.md §2).
+
+    export(workdir="runs/base", output="exports/base/100000")          # latest step
+    export(workdir="runs/base", output="gs://b/exports/base/ema", step=100000, ema=True)
+
+The output holds what fine-tuning code loads, and none of the training state (no optimizer
+slots, no step counters):
+
+    bert_config.json                    Google's keys (+ embedding_size when factorized)
+    bert_model.ckpt.index, bert_model.ckpt.data-00000-of-00001
+                                        name-based checkpoint: `bert/...` and `cls/...` variables
+    vocab.txt | sentencepiece.model     the vocabulary the run's data was tokenized with
+    export_manifest.json                source run and step, heads, vocab, metrics, checksums
+
+The checkpoint is written by TensorFlow's V2 bundle writer (`tf.raw_ops.SaveV2`) under the names of
+`modeling.google_variables`, so `tf.train.load_checkpoint`, bert4keras, HF transformers' TF loader
+and google-research/bert read it by name. MLM, UniLM, LM and SimBERT runs export the same
+variables (a task lives in the attention mask, not in weights); NSP weights when the run had them.
+
+The weights are read by variable name (`variable.path`), through the object graph of the
+training checkpoint, so an export does not depend on how the trainer's checkpoint reaches each
+variable (model, optimizer or EMA), nor on rebuilding the optimizer that wrote it.
+
+Writing is all or nothing: the files are staged in a temporary directory and renamed into place
+when complete (gs:// outputs: uploaded with CRC32C checks, the manifest last). An output that
+already holds this export is left as it is; one that holds anything else is refused.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+from data_pipeline import fs, loader
+from data_pipeline.tokenizer import VocabError, load_tokenizer
+from pretrain import gcs, google_checkpoint, optimizers
+from pretrain.google_checkpoint import CHECKPOINT, CONFIG_FILE, EXPORT_MANIFEST
+from pretrain.modeling import BertConfig, build_model, google_variables
+
+VOCAB_FILES = {"wordpiece": "vocab.txt", "sentencepiece": "sentencepiece.model"}
+FORMAT = "google-bert-checkpoint"
+_OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be made; the message says what to change."""
+
+
+def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, log=None) -> dict:
+    """Exports the run in `workdir` at `step` (default: its latest checkpoint) to `output`.
+
+    Args:
+      workdir: a `launch.pretrain` run directory (config.json, checkpoints/), local or gs://.
+      output: the export directory, local or gs://; must not exist, be empty, or hold this export.
+      step: the checkpoint step to export; None for the latest.
+      ema: export the exponential moving average of the weights kept by the run.
+      vocab: the vocabulary file, when the path recorded in the data manifest is not readable
+        here (checked against the manifest's sha256).
+      log: a function taking one line of progress text.
+
+    Returns:
+      The export manifest (also written as output/export_manifest.json).
+    """
+    log = log or (lambda text: None)
+    run = read_run_config(workdir)
+    checkpoint = find_checkpoint(workdir, step)
+    source = {"workdir": workdir if fs.is_remote(workdir) else os.path.abspath(workdir),
+              "checkpoint": os.path.basename(checkpoint),
+              "step": _step_of(checkpoint), "ema": bool(ema),
+              "index_sha256": _sha256(checkpoint + ".index")}
+    existing = _existing_export(output)
+    if existing is not None:
+        if _same_source(existing.get("source", {}), source):
+            log("%s already holds this export (step %d%s); nothing to do."
+                % (output, source["step"], ", EMA" if ema else ""))
+            return existing
+        old = existing.get("source", {})
+        raise ExportError("%s already holds a different export (step %s%s of %s). Choose another "
+                          "--output, or delete it first." % (output, old.get("step"), ", EMA" if
+                                                            old.get("ema") else "", old.get("workdir")))
+    config = _model_config(run, workdir)
+    vocab_info = _find_vocab(run, config, vocab)
+    staging = _staging_dir(output)
+    try:
+        values, heads = restore_weights(checkpoint, config, ema)
+        heads["pooler_trained"] = heads["nsp"] or run.get("task") == "simbert"
+        manifest = _write(staging, values, config, vocab_info, heads, run, source,
+                          _metrics(workdir, source["step"]))
+        _publish(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log("Exported step %d%s of %s to %s (%d variables)." % (
+        source["step"], " (EMA weights)" if ema else "", workdir, output, len(values)))
+    return manifest
+
+
+# ---------------------------------------------------------------------------------- the run
+
+def read_run_config(workdir: str) -> dict:
+    path = fs.join(workdir, "config.json")
+    if not fs.exists(path):
+        raise ExportError("%s has no config.json: is it a pretraining run directory (the --workdir "
+                          "of `python -m launch.pretrain`)?" % workdir)
+    return json.loads(fs.read_bytes(path))
+
+
+def find_checkpoint(workdir: str, step=None) -> str:
+    """The checkpoint prefix (…/checkpoints/ckpt-N) of `step`, or of the latest step."""
+    directory = fs.join(workdir, "checkpoints")
+    steps = sorted(_step_of(p[:-len(".index")]) for p in fs.glob(fs.join(directory, "ckpt-*.index")))
+    if not steps:
+        raise ExportError("%s holds no checkpoint yet (nothing in %s)." % (workdir, directory))
+    if step is None:
+        step = steps[-1]
+    if step not in steps:
+        raise ExportError("%s has no checkpoint for step %d; available steps: %s."
+                          % (workdir, step, ", ".join(map(str, steps))))
+    return fs.join(directory, "ckpt-%d" % step)
+
+
+def _step_of(prefix):
+    return int(prefix.rsplit("-", 1)[1])
+
+
+def _model_config(run, workdir):
+    try:
+        return BertConfig.from_dict(run["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExportError("%s/config.json has no usable model section: %s" % (workdir, e))
+
+
+def restore_weights(checkpoint: str, config: BertConfig, ema: bool = False):
+    """({Google name: float32 array}, {"nsp": bool}) from a training checkpoint.
+
+    Each model variable is read under the checkpoint key that the checkpoint's object graph records
+    for its name (`variable.path`): whatever path led the trainer's checkpoint to it (model,
+    optimizer or anything else), and without rebuilding the optimizer. EMA shadows are restored
+    through a `WeightAverage` of the model's trainable variables, as the trainer keeps them.
+    """
+    reader = _open(checkpoint)
+    keys = _keys_by_variable_name(reader, checkpoint)
+    model = build_model(config, with_nsp=True)   # NSP names are dropped below when not trained
+    values = {}
+    for name, variable in google_variables(model).items():
+        key = keys.get(variable.path)
+        if key is None:
+            if name.startswith("cls/seq_relationship/"):
+                continue
+            raise ExportError("Checkpoint %s holds no value for %s (model variable %s): config.json's "
+                              "model section does not describe it." % (checkpoint, name, variable.path))
+        values[name] = _tensor(reader, key, checkpoint).astype(np.float32)
+    with_nsp = any(name.startswith("cls/seq_relationship/") for name in values)
+    if ema:
+        values.update(_ema_values(checkpoint, build_model(config, with_nsp=with_nsp)))
+    for name, variable in google_variables(model).items():
+        if name in values and tuple(values[name].shape) != tuple(variable.shape):
+            raise ExportError("Checkpoint %s has %s with shape %s, but config.json's model section "
+                              "gives %s." % (checkpoint, name, list(values[name].shape),
+                                             list(variable.shape)))
+    bad = [name for name, value in values.items() if not np.isfinite(value).all()]
+    if bad:
+        raise ExportError("Checkpoint %s has non-finite values in %s; export another step."
+                          % (checkpoint, ", ".join(bad[:3])))
+    return values, {"mlm": True, "pooler": True, "nsp": with_nsp}
+
+
+def _open(checkpoint):
+    try:
+        return tf.train.load_checkpoint(checkpoint)
+    except (tf.errors.OpError, ValueError) as e:
+        raise ExportError("Cannot open checkpoint %s: %s. Its index is truncated or corrupt; export "
+                          "another step with --step." % (checkpoint, _first_line(e)))
+
+
+def _keys_by_variable_name(reader, checkpoint):
+    """{variable name: checkpoint key} from the object graph every TF2 checkpoint carries."""
+    if not reader.has_tensor(_OBJECT_GRAPH):
+        raise ExportError("%s is not a training checkpoint of launch.pretrain (no object graph)."
+                          % checkpoint)
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(_tensor(reader, _OBJECT_GRAPH, checkpoint))
+    keys = {}
+    for node in graph.nodes:
+        for attribute in node.attributes:
+            if attribute.name == "VARIABLE_VALUE" and attribute.full_name:
+                keys.setdefault(attribute.full_name, attribute.checkpoint_key)
+    return keys
+
+
+def _tensor(reader, key, checkpoint):
+    try:
+        return reader.get_tensor(key)
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise ExportError("Checkpoint %s is truncated or corrupt: reading %s failed (%s). Export "
+                          "another step with --step." % (checkpoint, key, _first_line(e)))
+
+
+def _ema_values(checkpoint, model):
+    average = optimizers.WeightAverage(model.trainable_variables)
+    try:
+        status = tf.train.Checkpoint(ema=average).read(checkpoint).expect_partial()
+        status.assert_existing_objects_matched()
+    except AssertionError:
+        raise ExportError("--ema: checkpoint %s holds no moving average of these weights (the run "
+                          "was trained without EMA, optimizer.ema_decay=0). Export without --ema."
+                          % checkpoint)
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise ExportError("--ema: cannot read the moving average in %s: %s." % (checkpoint, _first_line(e)))
+    average.copy_to(model.trainable_variables)
+    return {name: v.numpy().astype(np.float32) for name, v in google_variables(model).items()}
+
+
+def _find_vocab(run, config, override):
+    """The vocabulary the run's data was built with: describe() of its tokenizer."""
+    data_dir = (run.get("data") or {}).get("train_dir") or ""
+    recorded = {}
+    if data_dir:
+        try:
+            recorded = loader.load_manifest(data_dir).get("vocab") or {}
+        except loader.ManifestError:
+            pass
+    path = override or recorded.get("path")
+    if not path:
+        raise ExportError("Cannot find the run's vocabulary: its data directory %r has no readable "
+                          "manifest.json naming one. Pass --vocab=PATH (the vocab.txt or .model the "
+                          "data was built with)." % data_dir)
+    if not fs.exists(path):
+        raise ExportError("The vocabulary %s (recorded in the manifest of %s) does not exist here. "
+                          "Pass --vocab=PATH to a copy of it (checked against the manifest's sha256)."
+                          % (path, data_dir))
+    try:
+        info = load_tokenizer(path, lower_case=recorded.get("lower_case")).describe()
+    except VocabError as e:
+        raise ExportError(str(e))
+    if recorded.get("sha256") and info["sha256"] != recorded["sha256"]:
+        raise ExportError("%s is not the vocabulary the data was built with (sha256 %s…, the manifest "
+                          "of %s says %s…)." % (path, info["sha256"][:12], data_dir,
+                                               recorded["sha256"][:12]))
+    if info["vocab_size"] != config.vocab_size:
+        raise ExportError("The vocabulary %s has %d tokens but the model has vocab_size=%d."
+                          % (path, info["vocab_size"], config.vocab_size))
+    return info
+
+
+def _metrics(workdir, step):
+    """The last train and eval lines of metrics.jsonl at or before `step`."""
+    path = fs.join(workdir, "metrics.jsonl")
+    out = {}
+    if fs.exists(path):
+        for line in fs.read_bytes(path).decode("utf-8").splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if record.get("step", step + 1) <= step:
+                out[record.get("split", "train")] = record
+    return out
+
+
+# ------------------------------------------------------------------------------- the output
+
+def _write(staging, values, config, vocab_info, heads, run, source, metrics):
+    google_checkpoint.write_checkpoint(values, os.path.join(staging, CHECKPOINT))
+    with open(os.path.join(staging, CONFIG_FILE), "w") as f:
+        json.dump(config.to_dict(), f, indent=2)
+    vocab_file = VOCAB_FILES[vocab_info["kind"]]
+    with open(os.path.join(staging, vocab_file), "wb") as f:
+        f.write(fs.read_bytes(vocab_info["path"]))
+    files = {name: {"bytes": os.path.getsize(os.path.join(staging, name)),
+                    "sha256": _sha256(os.path.join(staging, name))}
+             for name in sorted(os.listdir(staging))}
+    manifest = {
+        "format": FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "task": run.get("task"),
+        "heads": heads,
+        "bert_config": config.to_dict(),
+        "vocab": {"file": vocab_file, "kind": vocab_info["kind"], "source_path": vocab_info["path"],
+                  "vocab_size": vocab_info["vocab_size"], "lower_case": vocab_info["lower_case"],
+                  "sha256": vocab_info["sha256"], "special_ids": vocab_info["special_ids"]},
+        "checkpoint": CHECKPOINT,
+        "variables": {name: list(value.shape) for name, value in sorted(values.items())},
+        "metrics": metrics,
+        "files": files,
+        "run_config": run,
+    }
+    with open(os.path.join(staging, EXPORT_MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=2)
+    return manifest
+
+
+def _existing_export(output):
+    """The manifest of the export already at `output`; None if there is nothing there."""
+    if gcs.is_gcs(output):
+        names = gcs.list_names(output)
+        if not names:
+            return None
+        if EXPORT_MANIFEST not in names:
+            raise ExportError("%s holds %d object(s) but no %s (an interrupted upload, or other "
+                              "files). Choose another --output, or delete it (`gcloud storage rm -r "
+                              "%s`)." % (output, len(names), EXPORT_MANIFEST, output))
+        return json.loads(gcs.read_bytes(output.rstrip("/") + "/" + EXPORT_MANIFEST))
+    if "://" in output:
+        raise ExportError("--output %s: exports go to a local directory or gs://." % output)
+    if not os.path.exists(output):
+        return None
+    if not os.path.isdir(output):
+        raise ExportError("--output %s is a file, not a directory." % output)
+    if not os.listdir(output):
+        return None
+    path = os.path.join(output, EXPORT_MANIFEST)
+    if not os.path.exists(path):
+        raise ExportError("%s is not empty and holds no export (no %s). Choose another --output."
+                          % (output, EXPORT_MANIFEST))
+    with open(path) as f:
+        return json.load(f)
+
+
+def _same_source(a, b):
+    return all(a.get(k) == b.get(k) for k in ("step", "ema", "index_sha256"))
+
+
+def _staging_dir(output):
+    if gcs.is_gcs(output):
+        return tempfile.mkdtemp(prefix="export-")
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    # A sibling of the output: same filesystem, so publishing is one atomic rename.
+    return tempfile.mkdtemp(prefix=".%s.tmp-" % os.path.basename(os.path.abspath(output)), dir=parent)
+
+
+def _publish(staging, output):
+    names = sorted(os.listdir(staging))
+    if gcs.is_gcs(output):
+        # The manifest goes last: an export whose manifest is present is complete.
+        names.remove(EXPORT_MANIFEST)
+        gcs.upload_directory(staging, output, names + [EXPORT_MANIFEST])
+        return
+    if os.path.isdir(output):
+        os.rmdir(output)   # empty (checked before any work); rename cannot replace it otherwise
+    os.chmod(staging, 0o755)   # mkdtemp made it private
+    os.rename(staging, output)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    if fs.is_remote(path):
+        digest.update(fs.read_bytes(path))
+    else:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _first_line(e):
+    text = getattr(e, "message", None) or str(e)
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__

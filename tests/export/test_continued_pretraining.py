@@ -1,0 +1,60 @@
+"""--config.init_checkpoint: a new run starts from Google-layout weights (here: an export), once;
+a checkpoint with another vocabulary is refused, or remapped by token when asked."""
+
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pretrain.google_checkpoint import write_checkpoint
+from pretrain.modeling import google_variables
+from pretrain.trainer import TrainError, Trainer
+from tests.pretrain.conftest import tiny_config
+
+
+def _trainer(data, workdir, init, vocab_map="", steps=2):
+    c = tiny_config(data, steps=steps)
+    c.init_checkpoint, c.init_vocab_map = init, vocab_map
+    return Trainer(c, str(workdir), progress=False)
+
+
+def test_a_new_run_starts_from_the_checkpoint_then_resumes_its_own(mlm_data, exported, tmp_path):
+    reader = tf.train.load_checkpoint(exported + "/bert_model.ckpt")
+    trainer = _trainer(mlm_data, tmp_path / "run", exported)   # an export directory is accepted
+    assert trainer.restore() == 0
+    for name, variable in google_variables(trainer.model).items():
+        np.testing.assert_array_equal(variable.numpy(), reader.get_tensor(name), err_msg=name)
+    trainer.train()
+    trained = trainer.model.embeddings.word_embeddings.numpy()
+    resumed = _trainer(mlm_data, tmp_path / "run", exported)
+    assert resumed.restore() == 2                               # its own checkpoint, not the export
+    np.testing.assert_array_equal(resumed.model.embeddings.word_embeddings.numpy(), trained)
+    assert not np.array_equal(trained, reader.get_tensor("bert/embeddings/word_embeddings"))
+
+
+def test_another_vocabulary_is_refused_or_remapped_by_token(mlm_data, exported, tmp_path):
+    swapped = tmp_path / "swapped"
+    shutil.copytree(exported, swapped)
+    tokens = (swapped / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    tokens[100], tokens[200] = tokens[200], tokens[100]
+    (swapped / "vocab.txt").write_text("\n".join(tokens), encoding="utf-8")
+    with pytest.raises(TrainError, match="differs from the one the data was built with.*first "
+                                         "difference at id 100.*init_vocab_map=by_token"):
+        _trainer(mlm_data, tmp_path / "a", str(swapped)).restore()
+    remapped = _trainer(mlm_data, tmp_path / "b", str(swapped), vocab_map="by_token")
+    remapped.restore()
+    ours = remapped.model.embeddings.word_embeddings.numpy()
+    theirs = tf.train.load_variable(str(swapped / "bert_model.ckpt"), "bert/embeddings/word_embeddings")
+    np.testing.assert_array_equal(ours[100], theirs[200])   # row of the same token string
+    np.testing.assert_array_equal(ours[200], theirs[100])
+    np.testing.assert_array_equal(ours[5], theirs[5])
+
+    reader = tf.train.load_checkpoint(exported + "/bert_model.ckpt")
+    values = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
+    for name in ("bert/embeddings/word_embeddings", "cls/predictions/output_bias"):
+        values[name] = np.concatenate([values[name], values[name][:5]])   # 2005 rows
+    write_checkpoint(values, str(tmp_path / "bigger" / "bert_model.ckpt"))
+    with pytest.raises(TrainError, match="has a 2005-token vocabulary but the data was tokenized "
+                                         "with 2000 tokens"):
+        _trainer(mlm_data, tmp_path / "c", str(tmp_path / "bigger" / "bert_model.ckpt")).restore()

@@ -1,0 +1,101 @@
+"""The fine-tuning API: bert4keras's outputs and applications on an export, the tokenizer, Keras
+saving, and the example classifier end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pretrain import build_transformer_model, load_tokenizer, sequence_padding
+from pretrain.finetune import export_files
+from pretrain.modeling import google_variables
+from tests.export.test_export import real_text_batch, reference_probabilities
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_unilm_and_lm_applications_match_the_pretraining_masks(trained_run, exported):
+    files = export_files(exported)
+    tokenizer = load_tokenizer(files["vocab"])
+    pairs = [tokenizer.encode("The loader reads shards.", "Masks are drawn per epoch.", maxlen=24),
+             tokenizer.encode("数据分片", "动态掩码", maxlen=24)]
+    ids, segments = sequence_padding([p[0] for p in pairs]), sequence_padding([p[1] for p in pairs])
+    assert segments[0].max() == 1 and segments[0, 0] == 0
+    for application, kind in (("unilm", "unilm"), ("lm", "causal"), ("encoder", "bidirectional")):
+        bert = build_transformer_model(files["config"], files["checkpoint"], application=application,
+                                       with_mlm=True)
+        ours = bert.predict([ids, segments], verbose=0)
+        np.testing.assert_allclose(ours, reference_probabilities(trained_run[1].model, ids, segments, kind),
+                                   atol=1e-6, err_msg=application)
+
+
+def test_outputs_follow_bert4keras_conventions(exported):
+    files = export_files(exported)
+    tokenizer = load_tokenizer(files["vocab"])
+    ids, segments = real_text_batch(tokenizer, rows=3)
+    encoder = build_transformer_model(files["config"], files["checkpoint"])
+    sequence = encoder.predict([ids, segments], verbose=0)
+    pooled = build_transformer_model(files["config"], files["checkpoint"], with_pool=True)
+    both = build_transformer_model(files["config"], files["checkpoint"], with_pool=True, with_mlm="linear")
+    pooled_out, (pooled_again, logits) = pooled.predict([ids, segments], verbose=0), both.predict(
+        [ids, segments], verbose=0)
+    assert sequence.shape == ids.shape + (32,) and pooled_out.shape == (3, 32)
+    np.testing.assert_allclose(pooled_out, np.tanh(sequence[:, 0] @ tf.train.load_variable(
+        files["checkpoint"], "bert/pooler/dense/kernel") + tf.train.load_variable(
+        files["checkpoint"], "bert/pooler/dense/bias")), atol=1e-5)
+    np.testing.assert_allclose(pooled_again, pooled_out, atol=1e-6)
+    assert logits.shape == ids.shape + (2000,) and logits.min() < 0   # "linear": logits, not softmax
+    # The heads a model does not output are frozen: fine-tuning would give them no gradient.
+    assert sorted(w.path.split("/", 2)[2] for w in pooled.non_trainable_weights) == [
+        "cls_predictions_output_bias", "cls_predictions_transform_LayerNorm/beta",
+        "cls_predictions_transform_LayerNorm/gamma", "cls_predictions_transform_dense/bias",
+        "cls_predictions_transform_dense/kernel"]
+    # keep_tokens (bert4keras's simplified vocabulary): the kept rows, in the given order.
+    keep = [0, 1, 2, 3, 4, 500, 42]
+    small = build_transformer_model(files["config"], files["checkpoint"], keep_tokens=keep, with_mlm=True)
+    table = google_variables(small.get_layer("bert").bert)["bert/embeddings/word_embeddings"].numpy()
+    np.testing.assert_array_equal(table, tf.train.load_variable(
+        files["checkpoint"], "bert/embeddings/word_embeddings")[keep])
+    assert small.output.shape[-1] == len(keep)
+
+
+def test_tokenizer_encodes_pairs_like_bert4keras(exported):
+    tokenizer = load_tokenizer(export_files(exported)["vocab"])
+    ids, segments = tokenizer.encode("masking draws new words", "every epoch of training data", maxlen=9)
+    tokens = [tokenizer.id_to_token(i) for i in ids]
+    assert len(ids) == 9 and tokens[0] == "[CLS]" and tokens.count("[SEP]") == 2 and tokens[-1] == "[SEP]"
+    assert segments == [0] * (tokens.index("[SEP]") + 1) + [1] * (8 - tokens.index("[SEP]"))
+    assert tokenizer.decode(tokenizer.encode("the loader reads shards")[0]) == "the loader reads shards"
+    assert tokenizer.decode(tokenizer.encode("数据分片")[0]) == "数据分片"
+
+
+def test_a_finetuned_model_saves_and_loads_with_keras(exported, tmp_path):
+    files = export_files(exported)
+    bert = build_transformer_model(files["config"], files["checkpoint"], with_pool=True)
+    model = keras.Model(bert.inputs, keras.layers.Dense(2, activation="softmax")(bert.output))
+    ids, segments = real_text_batch(load_tokenizer(files["vocab"]), rows=2)
+    model.save(tmp_path / "classifier.keras")
+    again = keras.models.load_model(tmp_path / "classifier.keras")
+    np.testing.assert_allclose(again.predict([ids, segments], verbose=0),
+                               model.predict([ids, segments], verbose=0), atol=1e-6)
+
+
+def test_the_example_classifier_beats_the_majority_baseline(exported, tmp_path):
+    """launch.finetune_classifier on the project's sample CSV (which package a docstring sentence
+    documents), from an export of a barely trained tiny model: the fine-tuning path end to end."""
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "-m", "launch.finetune_classifier", "--export=%s" % exported,
+           "--write_sample_csv=%s" % (tmp_path / "sources.csv"), "--epochs=8", "--learning_rate=1e-3",
+           "--max_len=48", "--metrics_json=%s" % (tmp_path / "result.json")]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    print("classifier: held-out accuracy %.3f vs majority baseline %.3f"
+          % (result["accuracy"], result["baseline"]))
+    assert result["labels"] == ["data_pipeline", "pretrain"] and result["eval_rows"] >= 50
+    assert "held-out accuracy" in out.stdout
+    assert result["accuracy"] >= result["baseline"] + 0.1
