@@ -7,7 +7,7 @@ them or how many there are: the builder's output bytes are the same for any `--n
 
 import dataclasses
 import random
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 

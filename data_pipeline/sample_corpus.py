@@ -20,21 +20,34 @@ def english_documents():
         if os.path.exists(path):
             docs.extend(p for p in open(path, encoding="utf-8").read().split("\n\n"))
     for package in ("data_pipeline", "launch", "pretrain", "configs"):
-        folder = os.path.join(_ROOT, package)
-        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            if name.endswith(".py"):
-                tree = ast.parse(open(os.path.join(folder, name), encoding="utf-8").read())
-                for node in ast.walk(tree):
-                    if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)):
-                        doc = ast.get_docstring(node)
-                        if doc:
-                            docs.append(doc)
+        docs.extend(docstrings(package))
     out = []
     for doc in docs:
         text = " ".join(line.strip() for line in doc.splitlines() if line.strip())
-        sentences = [s for s in _SENTENCE_END.split(text) if len(s.split()) >= 3]
-        if sentences:
-            out.append(sentences)
+        found = sentences(text, min_words=3)
+        if found:
+            out.append(found)
+    return out
+
+
+def sentences(text, min_words):
+    """`text` split at sentence ends, keeping sentences of at least `min_words` words."""
+    return [s for s in _SENTENCE_END.split(text) if len(s.split()) >= min_words]
+
+
+def docstrings(package):
+    """The docstrings of a package's modules, classes and functions (files sorted, tree order)."""
+    folder = os.path.join(_ROOT, package)
+    out = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)):
+                    doc = ast.get_docstring(node)
+                    if doc:
+                        out.append(doc)
     return out
 
 

@@ -18,7 +18,6 @@ import abc
 import dataclasses
 import hashlib
 import re
-import unicodedata
 from typing import List, Optional, Sequence
 
 import numpy as np

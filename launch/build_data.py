@@ -24,6 +24,7 @@ import sys
 from absl import app, flags
 
 from data_pipeline import builder, sources, tasks
+from launch import common
 from data_pipeline.instances import InstanceConfig
 from data_pipeline.masking import MaskingConfig
 
@@ -115,7 +116,9 @@ def config_from_flags() -> builder.BuildConfig:
 def main(argv):
     del argv
     try:
-        builder.build(config_from_flags())
+        config = config_from_flags()
+        builder.build(config)
+        common.record_command(config.output_dir, "launch.build_data")
     except (builder.BuildError, ValueError) as e:
         print("build_data: error: %s" % e, file=sys.stderr)
         return 2

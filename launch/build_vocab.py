@@ -6,11 +6,13 @@ r"""Builds a WordPiece vocab.txt or a SentencePiece model from a corpus.
 """
 
 import itertools
+import os
 import sys
 
 from absl import app, flags
 
 from data_pipeline import sources, vocab
+from launch import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("input", None, "Input files, globs (local or gs://) or tfds:NAME.", required=True)
@@ -38,6 +40,8 @@ def main(argv):
         texts = (s for doc in sources.iter_documents(config, paths, stats) for s in doc)
         if FLAGS.max_sentences:
             texts = itertools.islice(texts, FLAGS.max_sentences)
+        if os.path.dirname(FLAGS.output):
+            os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
         if FLAGS.kind == "wordpiece":
             tok = vocab.build_wordpiece(texts, FLAGS.output, FLAGS.vocab_size, FLAGS.lower_case,
                                         FLAGS.min_frequency, FLAGS.num_reserved)
@@ -49,6 +53,7 @@ def main(argv):
     except (ValueError, OSError, RuntimeError) as e:
         print("build_vocab: error: %s" % e, file=sys.stderr)
         return 1
+    common.record_command(os.path.dirname(FLAGS.output) or ".", "launch.build_vocab")
     print("Wrote %s: %d tokens, specials %s" % (FLAGS.output, tok.vocab_size, tok.special_ids.as_dict()),
           file=sys.stderr)
     return 0

@@ -14,6 +14,8 @@ import sys
 
 from absl import app, flags, logging
 
+from launch import common
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The pretraining run (local or gs://).")
 flags.DEFINE_string("output", None, "Export directory (local or gs://): new, empty, or holding this export.")
@@ -27,6 +29,8 @@ flags.mark_flags_as_required(["workdir", "output"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    import tensorflow as tf
+
     from pretrain import export, gcs
     from pretrain.google_checkpoint import CheckpointError
 
@@ -40,6 +44,10 @@ def main(argv):
     except (export.ExportError, gcs.GcsError, CheckpointError) as e:
         print("export: error: %s" % e, file=sys.stderr)
         return 2
+    try:   # the run's log of what was done with it; the export is complete either way
+        common.record_command(FLAGS.workdir, "launch.export")
+    except (OSError, tf.errors.OpError) as e:
+        print("export: note: could not record the command in %s (%s)" % (FLAGS.workdir, e), file=sys.stderr)
     for name, info in manifest["files"].items():
         print("  %-40s %12d bytes  sha256 %s" % (name, info["bytes"], info["sha256"][:16]))
     return 0

@@ -19,15 +19,14 @@ on the split; each run takes about 10 s on a 2-core CPU. The defaults (lr 5e-5, 
 usual ones for BERT-base-sized models, too gentle for the tiny quickstart model.
 """
 
-import ast
 import csv
 import json
-import os
 import random
-import re
 import sys
 
 from absl import app, flags, logging
+
+from data_pipeline import sample_corpus
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export", None, "Export directory (bert_config.json, bert_model.ckpt, vocab).")
@@ -44,22 +43,15 @@ flags.DEFINE_integer("seed", 0, "Seed of the split, the new layer and dropout.")
 flags.DEFINE_bool("from_scratch", False, "Random weights instead of the export's (a baseline).")
 flags.DEFINE_string("metrics_json", None, "Also write the results to this JSON file.")
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(\[])")
 
 
 def sample_rows():
     """(sentence, package) for every sentence of 4+ words in the docstrings of two packages."""
     rows = []
     for package in ("data_pipeline", "pretrain"):
-        folder = os.path.join(_ROOT, package)
-        for name in sorted(n for n in os.listdir(folder) if n.endswith(".py")):
-            with open(os.path.join(folder, name), encoding="utf-8") as f:
-                tree = ast.parse(f.read())
-            for node in ast.walk(tree):
-                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node):
-                    text = " ".join(ast.get_docstring(node).split())
-                    rows += [(s, package) for s in _SENTENCE_END.split(text) if len(s.split()) >= 4]
+        for doc in sample_corpus.docstrings(package):
+            text = " ".join(doc.split())
+            rows += [(s, package) for s in sample_corpus.sentences(text, min_words=4)]
     return rows
 
 

@@ -8,12 +8,12 @@ Any config field can be overridden with --config.a.b=value. Re-running the same 
 from the last checkpoint (model, optimizer, step and data position); SIGTERM checkpoints and exits.
 """
 
-import os
-import shlex
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from launch import common
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
@@ -29,9 +29,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress output
-    import tensorflow as tf  # after flag parsing, so --help is instant
-
-    from pretrain import distribute, gcs
+    from pretrain import distribute, gcs   # imports TensorFlow: after flag parsing, so --help is instant
     from pretrain.trainer import TrainError, Trainer
     from data_pipeline.loader import ManifestError
 
@@ -47,10 +45,7 @@ def main(argv):
         trainer = Trainer(c, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change,
                           progress=FLAGS.progress)
         if trainer.info.is_chief:
-            tf.io.gfile.makedirs(FLAGS.workdir)
-            with tf.io.gfile.GFile(os.path.join(FLAGS.workdir, "command.txt"), "a") as f:
-                f.write(" ".join(shlex.quote(a) for a in [sys.executable, "-m", "launch.pretrain"]
-                                 + sys.argv[1:]) + "\n")
+            common.record_command(FLAGS.workdir, "launch.pretrain")
         result = trainer.train()
     except (TrainError, ManifestError, distribute.StrategyError) as e:
         print("pretrain: error: %s" % e, file=sys.stderr)

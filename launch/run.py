@@ -175,6 +175,9 @@ def processes_per_node(value, gpus_per_proc, gpus):
         if not gpus or gpus_per_proc < 1:
             raise LaunchError("--nproc_per_node=gpu: %s." % ("no GPU found on this host" if not gpus
                                                               else "needs --gpus_per_proc >= 1"))
+        if len(gpus) < gpus_per_proc:
+            raise LaunchError("--nproc_per_node=gpu: --gpus_per_proc=%d but this host has %d GPU(s) "
+                              "(%s)." % (gpus_per_proc, len(gpus), ",".join(gpus)))
         return len(gpus) // gpus_per_proc
     if not re.fullmatch(r"-?\d+", value):
         raise LaunchError("--nproc_per_node must be a number or 'gpu', got %r." % value)
@@ -379,6 +382,34 @@ def _die_with_launcher():
         _libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
 
 
+def _has_exited(process):
+    """Whether `process` has exited, without reaping it where the platform allows (waitid)."""
+    if process.returncode is not None:
+        return True
+    if not hasattr(os, "waitid"):
+        return process.poll() is not None
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return process.poll() is not None
+
+
+def _drain(stream, until):
+    """The bytes left in a pipe: read until EOF, or until no more come before time `until`."""
+    import select
+
+    fd, chunks = stream.fileno(), []
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(until - time.time(), 0))
+        if not ready:
+            break
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
 class Worker:
     """One worker process, its output forwarded line by line to its log file and/or the console."""
 
@@ -448,10 +479,10 @@ class Launcher:
             signal.signal(signum, self._on_signal)
         attempt = 0
         while True:
-            if self.signals:
-                return 128 + self.signals[0]
             if attempt:   # a restart: the killed workers' ports may take a moment to be released
                 self._wait_for_ports()
+            if self.signals:   # also one that came while waiting: start no new workers
+                return 128 + self.signals[0]
             outcome = self._attempt(attempt)
             if outcome == "finished":
                 self.log("all %d worker(s) finished." % len(self.workers))
@@ -469,7 +500,8 @@ class Launcher:
 
     def _wait_for_ports(self, timeout=60):
         deadline = time.time() + timeout
-        while any(port_in_use(port) for _, port, _ in self.workers) and time.time() < deadline:
+        while (any(port_in_use(port) for _, port, _ in self.workers) and time.time() < deadline
+               and not self.signals):
             time.sleep(0.5)
 
     def _attempt(self, attempt):
@@ -523,11 +555,15 @@ class Launcher:
             return "failed" if codes else "finished"
         finally:
             for w in procs:
-                if w.process.poll() is None:
+                if w.process.returncode is None:   # running, or exited but not reaped: its group too
                     w.signal(signal.SIGKILL)
                     w.process.wait()
+            # What is left in the pipes. Not a blocking read to EOF: a process the worker started
+            # in another session may hold them open for ever.
+            drain_until = time.time() + 1.0
+            for w in procs:
                 for stream in (w.process.stdout, w.process.stderr):
-                    w.output(stream, stream.read(), end=True)   # what is left in the pipe
+                    w.output(stream, _drain(stream, drain_until), end=True)
                     stream.close()
                 w.close()
             selector.close()
@@ -543,8 +579,13 @@ class Launcher:
 
     def _note_exits(self, procs):
         for w in procs:
-            if w.exit_code is None and w.process.poll() is not None:
-                w.exit_code = w.process.returncode
+            if w.exit_code is None and _has_exited(w.process):
+                # Processes the worker left in its process group (its session) go with it: they
+                # would hold its output pipes open, and outlive the job. The worker is not reaped
+                # yet, so its process group id cannot have been reused by another process.
+                if w.process.returncode is None:
+                    w.signal(signal.SIGKILL)
+                w.exit_code = w.process.wait()
                 self.log("rank %d: %s" % (w.rank, describe_exit(w.exit_code)))
 
     def _kill(self, workers):

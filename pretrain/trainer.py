@@ -5,9 +5,11 @@ One update (`_replica_grads` on every replica, then `_apply` once):
      over replicas, so every loss is normalised by the global number of targets of the update;
   2. k micro-batches of b rows run forward/backward one after the other (a `tf.while_loop`, so only
      one micro-batch's activations live at a time); gradients are summed locally;
-  3. ONE all-reduce of the summed gradients; global-norm clipping; float16 loss-scale unscaling;
+  3. ONE all-reduce of the summed gradients; float16 loss-scale unscaling; per-variable gradient
+     transforms (config.optimizer.gradient_transforms); global-norm clipping;
   4. ONE optimizer update, in cross-replica context, guarded: a non-finite gradient skips the
      update and is counted (float16 halves its loss scale instead); N in a row abort the run.
+     The EMA of the weights (optimizer.ema_decay) follows each applied update.
 `steps_per_loop` updates run inside one `tf.function` call (what TPUs need for throughput).
 
 State (model, optimizer, step, loss scale, and the tf.data iterator position) is checkpointed

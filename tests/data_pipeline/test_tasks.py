@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from data_pipeline import builder, loader, sample_corpus, sources, tasks
 from data_pipeline.instances import InstanceConfig
@@ -204,6 +203,7 @@ def test_same_bytes_whatever_the_worker_count(request, corpus_dir, wordpiece_voc
     m2 = _build(wordpiece_vocab, tmp_path / "b", inputs, task, eval_fraction=0.2, num_workers=2)
     for split in ("train", "eval"):
         assert m1["splits"][split]["examples"] > 0
+        assert m2["splits"][split]["files"] == m1["splits"][split]["files"]
         for f in m1["splits"][split]["files"]:
             assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
 

@@ -283,3 +283,5 @@ def test_command_line(trained_run, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Exported step 2" in done.stderr and "bert_model.ckpt.index" in done.stdout
     assert json.loads((tmp_path / "2" / "export_manifest.json").read_text())["source"]["step"] == 2
+    recorded = open(os.path.join(trained_run[0], "command.txt")).read().splitlines()[-1]
+    assert "-m launch.export --workdir=%s --output=%s --step=2" % (trained_run[0], tmp_path / "2") in recorded

@@ -5,7 +5,6 @@ TensorFlow's own gs:// filesystem (tf.io.gfile) cannot be pointed at an emulator
 are fixed to googleapis.com), so what goes through it is not exercised here."""
 
 import hashlib
-import json
 import os
 import time
 

@@ -181,6 +181,77 @@ def test_signals_are_forwarded_as_sigterm(programs, tmp_path, master_port, signu
         assert stopped == [False, False] and "killing worker(s) 0, 1, still running" in err
 
 
+# A worker that leaves a child holding its stdout and stderr, then fails (attempt 0) or finishes.
+LINGERING = """
+import os, subprocess, sys
+out, attempt = sys.argv[1], int(os.environ["RESTART_COUNT"])
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+with open(os.path.join(out, "child%d" % attempt), "w") as f:
+    f.write(str(child.pid))
+sys.exit(1 if attempt == 0 else 0)
+"""
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"   # a zombie is dead
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_processes_a_worker_leaves_behind_neither_block_nor_outlive_it(tmp_path, master_port):
+    """Its output pipes stay open while its child lives: the launcher must not wait for EOF on
+    them before restarting, or finishing; the child goes with the worker's process group."""
+    program = tmp_path / "lingering.py"
+    program.write_text(LINGERING)
+    started = time.time()
+    proc = launch_run("--nproc_per_node=1", "--master_port=%d" % master_port, "--max_restarts=1",
+                      program, tmp_path, wait=False)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert time.time() - started < 20, "the launcher waited for the worker's child"
+    assert "restarting all workers (restart 1 of 1)" in err and "all 1 worker(s) finished" in err
+    children = [int((tmp_path / ("child%d" % a)).read_text()) for a in (0, 1)]
+    deadline = time.time() + 5
+    while any(_alive(pid) for pid in children) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in children)
+
+
+def test_a_stop_signal_while_waiting_to_restart_starts_no_new_workers(tmp_path, master_port):
+    """Attempt 0 fails while its port is held (by the test), so the launcher waits for the port
+    before restarting; SIGTERM then must end the launcher, not start workers only to stop them."""
+    program = tmp_path / "fail.py"
+    program.write_text("import os, sys, time\n"
+                       "open(os.path.join(sys.argv[1], 'attempt%s' % os.environ['RESTART_COUNT']), 'w').close()\n"
+                       "time.sleep(1)\nsys.exit(1)\n")
+    proc = launch_run("--nproc_per_node=1", "--master_port=%d" % master_port, "--max_restarts=3",
+                      program, tmp_path, wait=False)
+    deadline = time.time() + 30
+    while not (tmp_path / "attempt0").exists():
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    held = _listening(master_port + 1)   # the worker's port, busy when the launcher restarts
+    try:
+        time.sleep(2)   # the worker has failed by now (after 1 s); the launcher waits for the port
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        held.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "rank 0: exit code 1" in err
+    assert not (tmp_path / "attempt1").exists() and "attempt 1:" not in err
+
+
 # -------------------------------------------------------------------------------- bad input
 
 def _listening(port):
@@ -206,6 +277,8 @@ def _listening(port):
     (["--worker_hosts=a:1,a:1", "SCRIPT"], "names a:1 more than once"),
     (["--worker_hosts=a,b", "--nnodes=3", "SCRIPT"], "names 2 host(s) but --nnodes=3"),
     (["--nproc_per_node=3", "SCRIPT"], "3 workers x 1 GPU(s) each need 3 GPUs but this host has 2"),
+    (["--nproc_per_node=gpu", "--gpus_per_proc=3", "SCRIPT"],
+     "--nproc_per_node=gpu: --gpus_per_proc=3 but this host has 2 GPU(s)"),
     (["--nnodes=2", "--node_rank=1", "--master_addr=no-such-host.invalid", "SCRIPT"],
      "cannot resolve --master_addr 'no-such-host.invalid'"),
     (["--nnodes=2", "--node_rank=1", "--join_timeout=1", "SCRIPT"],

@@ -12,7 +12,6 @@ where the uninterrupted one does.
 import contextlib
 
 import keras
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
