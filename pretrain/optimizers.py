@@ -332,12 +332,17 @@ class Lookahead(_Wrapper):
 
     def update_step(self, gradient, variable, learning_rate):
         slow = self._slow[self._get_variable_index(variable)]
-        slow.assign(tf.where(tf.equal(self.iterations, 0), variable, slow))
+        # Conditionals, not tf.where: the k-1 updates without a sync pay nothing extra.
+        def start():
+            slow.assign(variable)
+
+        def sync():
+            slow.assign_add(self.alpha * (variable - slow))
+            variable.assign(slow)
+
+        tf.cond(tf.equal(self.iterations, 0), start, lambda: None)
         self.inner.update_step(gradient, variable, learning_rate)
-        sync = tf.equal((self.iterations + 1) % self.k, 0)
-        synced = slow + self.alpha * (variable - slow)
-        slow.assign(tf.where(sync, synced, slow))
-        variable.assign(tf.where(sync, synced, variable))
+        tf.cond(tf.equal((self.iterations + 1) % self.k, 0), sync, lambda: None)
 
 
 # ------------------------------------------------------------------ gradient transforms
