@@ -104,7 +104,7 @@ class ChunkProcessor:
         """[[sentence str]] -> [[(ids int32, word_starts bool)]]; empty sentences dropped."""
         flat = [s for doc in documents for s in doc]
         if self.segmenter is None:
-            encoded = [(ids, None) for ids in self.tokenizer.encode_batch(flat)]
+            encoded = [(ids, None) for ids in self.tokenizer.encode_arrays(flat)]
         else:
             encoded = self.tokenizer.encode_with_offsets(flat)
         sentences = []

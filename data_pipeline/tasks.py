@@ -187,7 +187,7 @@ class TaskBuilder:
         return out, len(rows)
 
     def _encode(self, texts):
-        return [np.asarray(ids, np.int64) for ids in self.tokenizer.encode_batch(list(texts))]
+        return [ids.astype(np.int64) for ids in self.tokenizer.encode_arrays(list(texts))]
 
     def _seq2seq(self, source, target):
         s = self.specials

@@ -1,6 +1,7 @@
 import random
 import unicodedata
 
+import numpy as np
 import pytest
 
 from data_pipeline import tokenizer as tk
@@ -34,6 +35,30 @@ def test_wordpiece_matches_google_on_random_unicode(wordpiece_vocab):
     texts = ["".join(r.choice(alphabet + [" "] * 20 + list("the and 的了")) for _ in range(60))
              for _ in range(300)]
     assert tok.encode_batch(texts) == [ref.tokenize_ids(t, tok.vocab) for t in texts]
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_ascii_short_path_matches_google_reference(wordpiece_vocab, lower):
+    # Pure-ASCII texts skip HF's Unicode pipeline (tokenizer._AsciiWordPiece): every ASCII code
+    # point, control characters and newlines inside a text, empty texts, words past the 200-character
+    # limit, and batches that mix ASCII with non-ASCII texts (which go through HF) must all agree.
+    tok = tk.WordPieceTokenizer(wordpiece_vocab, lower_case=lower)
+    r = random.Random(2)
+    words = "The quick brown fox jumped over lazy dogs 1984 BERT-large don't U.S.A. e-mail".split()
+    def text():
+        parts = [r.choice(words) if r.random() < 0.6 else chr(r.randrange(128))
+                 for _ in range(r.randrange(0, 40))]
+        return "".join(p + (" " if r.random() < 0.5 else "") for p in parts)
+    texts = [text() for _ in range(400)] + ["", "a\nb", "x" * 201, "y" * 200, "\x00\x0b\x1f\x7f"]
+    assert all(t.isascii() for t in texts)
+    mixed = texts[:200] + ["Café naïve", "我们喜欢"] + texts[200:] + [""]
+    expected = [ref.tokenize_ids(t, tok.vocab, lower_case=lower) for t in mixed]
+    assert tok.encode_batch(mixed) == expected
+    arrays = tok.encode_arrays(mixed)
+    assert [a.dtype for a in arrays] == [np.int32] * len(mixed)
+    assert [a.tolist() for a in arrays] == expected
+    assert tok.encode_batch(texts[:3]) == expected[:3]  # all-ASCII batch, cache warm
+    assert tok.encode_batch([]) == []
 
 
 @pytest.mark.parametrize("mode", [(True, True), (False, False)])
