@@ -73,10 +73,8 @@ class ChunkProcessor:
         masked_tokens = 0
         for split, want_eval in (("train", False), ("eval", True)):
             docs = [d for d, e in zip(tokenized, is_eval) if e == want_eval and d]
-            records, masked = self._records(chunk_index, split, docs, stats)
+            out[split], counts[split], masked = self._records(chunk_index, split, docs, stats)
             masked_tokens += masked
-            out[split] = tfrecord.frame_all(records)
-            counts[split] = len(records)
         result = dataclasses.asdict(stats)
         result.update(documents=len(documents), masked_tokens=masked_tokens,
                       eval_documents=int(is_eval.sum()))
@@ -88,13 +86,12 @@ class ChunkProcessor:
             chosen = [x for x, e in zip(items, is_eval) if e == want_eval]
             rng = random.Random("%d/%d/%s" % (self.s.seed, chunk_index, split))
             columns, n = self.task_builder.columns(chosen, rng, stats, problems)
-            records = []
+            out[split] = b""
             if n:
                 order = np.random.default_rng(_seed_words(self.s.seed, chunk_index, split)).permutation(n)
                 columns = {k: ([v[i] for i in order] if isinstance(v, list) else v[order])
                            for k, v in columns.items()}
-                records = tfrecord.encode_examples(columns, self.float_keys)
-            out[split] = tfrecord.frame_all(records)
+                out[split] = tfrecord.encode_framed(columns, self.float_keys)
             counts[split] = n
         stats.update(documents=len(items), eval_documents=int(is_eval.sum()),
                      bad_records=len(problems), problems=problems)
@@ -121,10 +118,10 @@ class ChunkProcessor:
         return out
 
     def _records(self, chunk_index, split, docs, stats):
-        """Serialised records of one split of the chunk, shuffled; and the masked-token count."""
+        """(framed records of one split of the chunk, shuffled; their count; masked tokens)."""
         s = self.s
         if not docs:
-            return [], 0
+            return b"", 0, 0
         passes = s.dupe_factor if s.record_format == schema.GOOGLE else 1
         parts, masked_total = [], 0
         for dupe in range(passes):
@@ -139,14 +136,14 @@ class ChunkProcessor:
                 columns = self._dynamic_columns(instances)
             parts.append(columns)
         if not parts:
-            return [], 0
+            return b"", 0, 0
         columns = {f.name: np.concatenate([p[f.name] for p in parts]) for f in self.features}
         # Shuffle within the chunk (google-research/bert shuffles all instances in memory; across
         # chunks the loader's file interleave and shuffle buffer do the mixing).
         order = np.random.default_rng(_seed_words(s.seed, chunk_index, split)).permutation(
             len(columns["input_ids"]))
         columns = {k: v[order] for k, v in columns.items()}
-        return tfrecord.encode_examples(columns, self.float_keys), masked_total
+        return tfrecord.encode_framed(columns, self.float_keys), len(order), masked_total
 
     def _matrix(self, instances, attr, fill):
         L = self.s.instance.seq_len

@@ -23,48 +23,73 @@ def encode_examples(columns: Dict[str, np.ndarray], float_keys=()) -> List[bytes
     """Serialises N `tf.train.Example`s at once; columns map a feature name to a [N, k] array,
     or, for a variable-length int64 feature, to a list of N 1-D arrays.
 
-    The varint work is vectorised over the whole [N, k] matrix of each feature; only the few
-    header bytes per record are assembled in Python.
+    Values are encoded with NumPy over whole columns. Runs of features whose encoded size is the
+    same in every row (masks, segment ids, float weights, small positions) are laid out as one
+    [N, bytes] block; each record is then one `bytes.join` of a few slices.
     """
-    rows = None
+    pieces, sizes = [], []  # per part: one bytes object per row; and the rows' byte counts
+    block, n = [], None     # consecutive fixed-size features, waiting to be merged
     for key, matrix in columns.items():
-        if isinstance(matrix, list):  # ragged int64 feature: one 1-D array per record
-            lengths = np.array([len(r) for r in matrix], dtype=np.int64)
-            values = (np.concatenate(matrix).astype(np.int64) if len(matrix)
-                      else np.zeros(0, np.int64))
-            flat, per_value = encode_varints(values, return_sizes=True)
-            bounds = np.concatenate([[0], np.cumsum(per_value)])[np.concatenate([[0], np.cumsum(lengths)])]
-            sizes = np.diff(bounds)
-            kind = _INT64_LIST
-        else:
-            matrix = np.asarray(matrix)
-            if matrix.ndim != 2:
-                raise ValueError("Feature %r must be a [N, k] array or a list of 1-D arrays, got "
-                                 "shape %s" % (key, matrix.shape))
-            if key in float_keys:
-                flat = matrix.astype("<f4").tobytes()
-                sizes = np.full(len(matrix), 4 * matrix.shape[1])
-                kind = _FLOAT_LIST
-            else:
-                flat, per_value = encode_varints(matrix.astype(np.int64).ravel(), return_sizes=True)
-                sizes = per_value.reshape(matrix.shape).sum(axis=1)
-                kind = _INT64_LIST
-        ends = np.cumsum(sizes).tolist()
-        starts = [0] + ends[:-1]
+        values, packed, kind = _packed_values(key, matrix, key in float_keys)
+        n = len(packed)
         name = key.encode("utf-8")
         name_part = b"\x0a" + _varint(len(name)) + name + b"\x12"
-        if rows is None:
-            rows = [bytearray() for _ in range(len(matrix))]
-        if len(set(sizes.tolist())) == 1:  # same packed size in every row: one shared header
-            header = _entry_header(name_part, kind, int(sizes[0]))
-            for row, a, b in zip(rows, starts, ends):
-                row += header
-                row += flat[a:b]
+        if n and (packed == packed[0]).all():  # fixed size: header and values as an [N, k] block
+            header = np.frombuffer(_entry_header(name_part, kind, int(packed[0])), np.uint8)
+            block += [np.broadcast_to(header, (n, len(header))), values.reshape(n, -1)]
             continue
-        for row, a, b in zip(rows, starts, ends):
-            row += _entry_header(name_part, kind, b - a)
-            row += flat[a:b]
-    return [b"\x0a" + _varint(len(body)) + bytes(body) for body in rows or []]  # Example.features
+        _flush_block(block, pieces, sizes)
+        block = []
+        headers = {}
+        for k in np.unique(packed).tolist():
+            headers[k] = _entry_header(name_part, kind, k)
+        pieces.append([headers[k] for k in packed.tolist()])
+        sizes.append(np.array([len(h) for h in pieces[-1]], np.int64))
+        pieces.append(_split_rows(values.tobytes(), packed))
+        sizes.append(packed)
+    _flush_block(block, pieces, sizes)
+    if not n:
+        return []
+    body = np.sum(sizes, axis=0).tolist()
+    return [b"\x0a" + _varint(size) + b"".join(row) for size, row in zip(body, zip(*pieces))]
+
+
+def encode_framed(columns: Dict[str, np.ndarray], float_keys=()) -> bytes:
+    """The same N Examples framed as TFRecords one after the other: the bytes a shard receives."""
+    return frame_all(encode_examples(columns, float_keys))
+
+
+def _flush_block(block, pieces, sizes):
+    if block:
+        rows = np.concatenate(block, axis=1)
+        width = rows.shape[1]
+        data = np.ascontiguousarray(rows).tobytes()
+        pieces.append([data[i:i + width] for i in range(0, len(data), width)])
+        sizes.append(np.full(len(rows), width, np.int64))
+
+
+def _split_rows(data, sizes):
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    return [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _packed_values(key, matrix, is_float):
+    """(packed bytes of every row back to back as uint8, bytes per row, list kind)."""
+    if isinstance(matrix, list):  # ragged int64 feature: one 1-D array per record
+        lengths = np.array([len(r) for r in matrix], dtype=np.int64)
+        values = (np.concatenate(matrix).astype(np.int64) if len(matrix) else np.zeros(0, np.int64))
+        flat, per_value = _varint_array(values)
+        bounds = np.concatenate([[0], np.cumsum(per_value)])[np.concatenate([[0], np.cumsum(lengths)])]
+        return flat, np.diff(bounds), _INT64_LIST
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2:
+        raise ValueError("Feature %r must be a [N, k] array or a list of 1-D arrays, got shape %s"
+                         % (key, matrix.shape))
+    if is_float:
+        flat = np.ascontiguousarray(matrix, dtype="<f4").reshape(-1).view(np.uint8)
+        return flat, np.full(len(matrix), 4 * matrix.shape[1], np.int64), _FLOAT_LIST
+    flat, per_value = _varint_array(matrix.astype(np.int64).ravel())
+    return flat, per_value.reshape(matrix.shape).sum(axis=1), _INT64_LIST
 
 
 def _entry_header(name_part, kind, packed_size):
@@ -87,19 +112,30 @@ def encode_varints(values: np.ndarray, return_sizes=False):
 
     Returns the bytes, and with return_sizes also the byte count of each value.
     """
-    if (values < 0).any():
+    data, nbytes = _varint_array(values)
+    return (data.tobytes(), nbytes) if return_sizes else data.tobytes()
+
+
+def _varint_array(values):
+    """(uint8 varint bytes of every value back to back, int64 byte count of each value)."""
+    values = np.asarray(values)
+    if values.size == 0:
+        return np.zeros(0, np.uint8), np.zeros(values.shape, np.int64)
+    if values.min() < 0:
         raise ValueError("Negative values cannot be stored by this encoder: %s" % values[values < 0][:5])
-    v = values.astype(np.uint64)
+    width = max(1, (int(values.max()).bit_length() + 6) // 7)
+    if width == 1:  # every value below 128: the bytes are the values
+        return values.astype(np.uint8), np.ones(values.shape, np.int64)
+    v = values.astype(np.uint32 if width <= 4 else np.uint64)
     nbytes = np.ones(v.shape, dtype=np.int64)
-    for shift in range(7, 64, 7):
-        nbytes += v >= np.uint64(1 << shift)
-    width = int(nbytes.max()) if v.size else 1
+    for j in range(1, width):
+        nbytes += v >= (1 << (7 * j))
     # Column j holds the 7-bit group j of every value, with the continuation bit where needed.
-    groups = np.stack([(v >> np.uint64(7 * j)) & np.uint64(0x7F) for j in range(width)], axis=1)
-    more = np.arange(width)[None, :] < (nbytes[:, None] - 1)
-    groups = (groups | (more.astype(np.uint64) << np.uint64(7))).astype(np.uint8)
-    data = groups[np.arange(width)[None, :] < nbytes[:, None]].tobytes()
-    return (data, nbytes) if return_sizes else data
+    groups = np.empty(v.shape + (width,), np.uint8)
+    for j in range(width):
+        groups[..., j] = (v >> v.dtype.type(7 * j)) & v.dtype.type(0x7F)
+        groups[..., j] |= (nbytes > j + 1).view(np.uint8) << np.uint8(7)
+    return groups[np.arange(width) < nbytes[..., None]], nbytes
 
 
 _VARINT_CACHE = {}
@@ -125,17 +161,33 @@ def _varint_uncached(n: int) -> bytes:
 
 def _masked_crc(data: bytes) -> bytes:
     crc = google_crc32c.value(data)
-    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+    return ((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF).to_bytes(4, "little")
+
+
+_PREFIXES = {}
+
+
+def _prefix(size: int) -> bytes:
+    """uint64 length and its masked CRC: the 12 bytes before a record of `size` bytes."""
+    prefix = _PREFIXES.get(size)
+    if prefix is None:
+        length = struct.pack("<Q", size)
+        prefix = length + _masked_crc(length)
+        if len(_PREFIXES) < 65536:
+            _PREFIXES[size] = prefix
+    return prefix
 
 
 def frame(record: bytes) -> bytes:
     """One TFRecord: uint64 length, masked crc32c(length), data, masked crc32c(data)."""
-    length = struct.pack("<Q", len(record))
-    return length + _masked_crc(length) + record + _masked_crc(record)
+    return _prefix(len(record)) + record + _masked_crc(record)
 
 
 def frame_all(records: List[bytes]) -> bytes:
-    return b"".join(frame(r) for r in records)
+    parts = []
+    for record in records:
+        parts += (_prefix(len(record)), record, _masked_crc(record))
+    return b"".join(parts)
 
 
 class RecordFile:
