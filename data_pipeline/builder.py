@@ -65,6 +65,16 @@ def build(config: BuildConfig) -> dict:
     """Builds the dataset described by `config`; returns the manifest."""
     _validate(config)
     settings = _chunk_settings(config)
+    # Workers start first, so their start-up overlaps the checks and the counting pass below.
+    pool = _start_workers(config, settings) if config.num_workers > 1 else None
+    try:
+        return _build(config, settings, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _build(config, settings, pool):
     try:
         processor = ChunkProcessor(settings)  # also validates the vocabulary and segmenter
     except ValueError as e:
@@ -80,7 +90,7 @@ def build(config: BuildConfig) -> dict:
         _log("Nothing to do: %s already holds this build (%d train examples)."
              % (config.output_dir, manifest["splits"]["train"]["examples"]), config)
         return manifest
-    _write_shards(config, settings, processor, paths, plan, state, total_docs, total_bytes)
+    _write_shards(config, processor, pool, paths, plan, state, total_docs, total_bytes)
     manifest = _manifest(config, processor, paths, plan, state, read_stats, fingerprint,
                          time.time() - started)
     fs.write_bytes_atomic(fs.join(config.output_dir, MANIFEST),
@@ -307,7 +317,7 @@ def _chunks(c, paths, writer, stats):
         yield index, docs
 
 
-def _write_shards(c, settings, processor, paths, plan, state, total_docs, total_bytes):
+def _write_shards(c, processor, pool, paths, plan, state, total_docs, total_bytes):
     writer = _ShardWriter(c, plan, state)
     read_stats = sources.ReadStats()
     skipped_reported = 0
@@ -328,11 +338,11 @@ def _write_shards(c, settings, processor, paths, plan, state, total_docs, total_
         progress.update(read_stats.documents, read_stats.bytes, examples)
 
     try:
-        if c.num_workers == 1:
+        if pool is None:
             for chunk, docs in _chunks(c, paths, writer, read_stats):
                 consume(processor.process(chunk, docs))
         else:
-            _run_parallel(c, settings, _chunks(c, paths, writer, read_stats), consume)
+            _run_parallel(c, pool, _chunks(c, paths, writer, read_stats), consume)
     except sources.InputError as e:
         raise BuildError(str(e))
     except _BadRecords as e:
@@ -351,13 +361,25 @@ class _BadRecords(Exception):
         self.problems = problems
 
 
-def _run_parallel(c, settings, chunk_iter, consume):
-    """Runs chunks on worker processes; results are consumed in chunk order, few in flight."""
-    # spawn: the parent may have imported TensorFlow (TFDS, gs://), which must not be forked.
-    # ProcessPoolExecutor (unlike multiprocessing.Pool) fails loudly when a worker dies.
+def _start_workers(c, settings):
+    """A pool of `num_workers` processes, each holding a ChunkProcessor, already starting up.
+
+    Workers are forked (fast: nothing to re-import) unless TensorFlow is loaded in this process
+    (TFDS or gs:// inputs in a caller that imported it), which must not be forked; then spawned.
+    ProcessPoolExecutor, unlike multiprocessing.Pool, fails loudly when a worker dies.
+    """
+    method = "fork" if ("tensorflow" not in sys.modules
+                        and "fork" in multiprocessing.get_all_start_methods()) else "spawn"
     pool = concurrent.futures.ProcessPoolExecutor(
-        c.num_workers, mp_context=multiprocessing.get_context("spawn"),
+        c.num_workers, mp_context=multiprocessing.get_context(method),
         initializer=init_worker, initargs=(settings,))
+    for _ in range(c.num_workers):
+        pool.submit(int)  # starts the processes now
+    return pool
+
+
+def _run_parallel(c, pool, chunk_iter, consume):
+    """Runs chunks on the worker processes; results are consumed in chunk order, few in flight."""
     in_flight = collections.deque()
     try:
         for item in chunk_iter:
@@ -369,8 +391,6 @@ def _run_parallel(c, settings, chunk_iter, consume):
     except concurrent.futures.process.BrokenProcessPool as e:
         raise BuildError("A worker process died (%s); finished shards are kept, re-run the same "
                          "command to resume." % e)
-    finally:
-        pool.shutdown(cancel_futures=True)
 
 
 # ------------------------------------------------------------------------------- 5. manifest

@@ -12,7 +12,7 @@ from typing import List, Optional
 import numpy as np
 
 from data_pipeline import masking, schema, tasks, tfrecord
-from data_pipeline.instances import InstanceConfig, InstanceStats, make_instances
+from data_pipeline.instances import InstanceConfig, InstanceStats, Tokens, make_instances
 
 _CHUNK_BITS = 24  # example id = chunk index << 24 | index in chunk (for static masks)
 
@@ -67,13 +67,13 @@ class ChunkProcessor:
         is_eval = _eval_docs(self.s.seed, first_doc, len(documents), self.s.eval_fraction)
         if self.task_builder is not None:
             return self._process_task(chunk_index, documents, is_eval)
-        tokenized = self._tokenize(documents)
+        tokens, tokenized = self._tokenize(documents)
         stats = InstanceStats()
         out, counts = {}, {}
         masked_tokens = 0
         for split, want_eval in (("train", False), ("eval", True)):
             docs = [d for d, e in zip(tokenized, is_eval) if e == want_eval and d]
-            out[split], counts[split], masked = self._records(chunk_index, split, docs, stats)
+            out[split], counts[split], masked = self._records(chunk_index, split, tokens, docs, stats)
             masked_tokens += masked
         result = dataclasses.asdict(stats)
         result.update(documents=len(documents), masked_tokens=masked_tokens,
@@ -98,26 +98,39 @@ class ChunkProcessor:
         return chunk_index, out, counts, stats
 
     def _tokenize(self, documents):
-        """[[sentence str]] -> [[(ids int32, word_starts bool)]]; empty sentences dropped."""
+        """Tokens of every sentence back to back, and each document as a list of sentence spans
+        (begin, end, False) into them; empty sentences are dropped."""
         flat = [s for doc in documents for s in doc]
         if self.segmenter is None:
-            encoded = [(ids, None) for ids in self.tokenizer.encode_arrays(flat)]
-        else:
-            encoded = self.tokenizer.encode_with_offsets(flat)
-        sentences = []
-        for text, (ids, offsets) in zip(flat, encoded):
-            ids = np.asarray(ids, dtype=np.int32)
+            ids, lengths = self.tokenizer.encode_flat(flat)
             starts = self.word_start_table[ids]
-            if offsets is not None and len(ids):
-                starts = self.segmenter.refine_word_starts(text, ids, offsets, starts, self.tokenizer)
-            sentences.append((ids, starts))
+        else:
+            ids, starts, lengths = self._tokenize_segmented(flat)
+        ends = np.cumsum(lengths).tolist()
+        spans = [(end - n, end, False) for end, n in zip(ends, lengths.tolist())]
         out, k = [], 0
         for doc in documents:
-            out.append([s for s in sentences[k:k + len(doc)] if len(s[0])])
+            out.append([s for s in spans[k:k + len(doc)] if s[1] > s[0]])
             k += len(doc)
-        return out
+        return Tokens(ids, starts), out
 
-    def _records(self, chunk_index, split, docs, stats):
+    def _tokenize_segmented(self, texts):
+        """Like the plain path, with word starts refined by the Chinese word segmenter."""
+        ids, starts = [], []
+        for text, (sentence, offsets) in zip(texts, self.tokenizer.encode_with_offsets(texts)):
+            sentence = np.asarray(sentence, dtype=np.int32)
+            flags = self.word_start_table[sentence]
+            if len(sentence):
+                flags = self.segmenter.refine_word_starts(text, sentence, offsets, flags,
+                                                          self.tokenizer)
+            ids.append(sentence)
+            starts.append(flags)
+        lengths = np.array([len(x) for x in ids], dtype=np.int64)
+        if not ids:
+            return np.zeros(0, np.int32), np.zeros(0, bool), lengths
+        return np.concatenate(ids), np.concatenate(starts), lengths
+
+    def _records(self, chunk_index, split, tokens, docs, stats):
         """(framed records of one split of the chunk, shuffled; their count; masked tokens)."""
         s = self.s
         if not docs:
@@ -126,14 +139,18 @@ class ChunkProcessor:
         parts, masked_total = [], 0
         for dupe in range(passes):
             rng = random.Random("%d/%d/%d/%s" % (s.seed, chunk_index, dupe, split))
-            instances = make_instances(docs, s.instance, self.specials.cls, self.specials.sep, rng, stats)
-            if not instances:
+            layout = make_instances(docs, s.instance, self.specials.cls, self.specials.sep, rng, stats)
+            if not len(layout):
                 continue
+            ids, starts, segments = layout.matrices(tokens, s.instance.seq_len, self.specials.pad)
+            labels = np.array(layout.labels, dtype=np.int64)[:, None]
             if s.record_format == schema.GOOGLE:
-                columns = self._static_columns(instances, chunk_index, dupe)
+                columns = self._static_columns(ids, starts, segments, labels, chunk_index, dupe)
                 masked_total += int(columns["masked_lm_weights"].sum())
             else:
-                columns = self._dynamic_columns(instances)
+                columns = {"input_ids": ids, "word_starts": starts}
+                if s.instance.layout == "pairs":
+                    columns.update(segment_ids=segments, next_sentence_labels=labels)
             parts.append(columns)
         if not parts:
             return b"", 0, 0
@@ -145,29 +162,8 @@ class ChunkProcessor:
         columns = {k: v[order] for k, v in columns.items()}
         return tfrecord.encode_framed(columns, self.float_keys), len(order), masked_total
 
-    def _matrix(self, instances, attr, fill):
-        L = self.s.instance.seq_len
-        m = np.full((len(instances), L), fill, dtype=np.int64)
-        for i, inst in enumerate(instances):
-            v = getattr(inst, attr)
-            m[i, :len(v)] = v
-        return m
-
-    def _labels(self, instances):
-        return np.array([[inst.label or 0] for inst in instances], dtype=np.int64)
-
-    def _dynamic_columns(self, instances):
-        columns = {"input_ids": self._matrix(instances, "tokens", self.specials.pad),
-                   "word_starts": self._matrix(instances, "word_starts", 0)}
-        if self.s.instance.layout == "pairs":
-            columns["segment_ids"] = self._matrix(instances, "segment_ids", 0)
-            columns["next_sentence_labels"] = self._labels(instances)
-        return columns
-
-    def _static_columns(self, instances, chunk_index, dupe):
-        ids = self._matrix(instances, "tokens", self.specials.pad)
-        starts = self._matrix(instances, "word_starts", 0)
-        example_ids = (np.int64(chunk_index) << _CHUNK_BITS) + np.arange(len(instances), dtype=np.int64)
+    def _static_columns(self, ids, starts, segments, labels, chunk_index, dupe):
+        example_ids = (np.int64(chunk_index) << _CHUNK_BITS) + np.arange(len(ids), dtype=np.int64)
         m = masking.mask_np(ids, starts, example_ids, seed=self.s.seed, epoch=dupe,
                             special_ids=self.specials, replacement_ids=self.replacement_ids,
                             config=self.s.masking)
@@ -176,11 +172,11 @@ class ChunkProcessor:
             # Google's layout pads with 0 whatever the vocabulary's [PAD] id is.
             "input_ids": np.where(real, m["input_ids"], 0),
             "input_mask": real.astype(np.int64),
-            "segment_ids": self._matrix(instances, "segment_ids", 0),
+            "segment_ids": segments,
             "masked_lm_positions": m["masked_lm_positions"],
             "masked_lm_ids": m["masked_lm_ids"],
             "masked_lm_weights": m["masked_lm_weights"],
-            "next_sentence_labels": self._labels(instances),
+            "next_sentence_labels": labels,
         }
 
 

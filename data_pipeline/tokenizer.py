@@ -80,8 +80,15 @@ class Tokenizer(abc.ABC):
         """Token ids of each text (no [CLS]/[SEP] added)."""
 
     def encode_arrays(self, texts: Sequence[str]) -> List[np.ndarray]:
-        """Like `encode_batch`, as int32 arrays: what the data builder consumes."""
+        """Like `encode_batch`, as int32 arrays."""
         return [np.asarray(ids, dtype=np.int32) for ids in self.encode_batch(texts)]
+
+    def encode_flat(self, texts: Sequence[str]):
+        """All texts' ids back to back (int32 [T]) and each text's length (int64 [len(texts)]):
+        what the data builder consumes."""
+        arrays = self.encode_arrays(texts)
+        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+        return (np.concatenate(arrays) if arrays else np.zeros(0, np.int32)), lengths
 
     def tokenize(self, text: str) -> List[str]:
         return [self.vocab[i] for i in self.encode(text)]
@@ -156,18 +163,36 @@ class WordPieceTokenizer(Tokenizer):
         return [ids.tolist() for ids in self.encode_arrays(texts)]
 
     def encode_arrays(self, texts):
+        flat, lengths = self.encode_flat(texts)
+        return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+    def encode_flat(self, texts):
         texts = list(texts)
-        fast = [i for i, t in enumerate(texts) if t.isascii()]
-        if len(fast) == len(texts):
+        is_ascii = np.array([t.isascii() for t in texts], dtype=bool)
+        if is_ascii.all():
             return self._ascii.encode(texts)
-        out = [None] * len(texts)
-        for i, ids in zip(fast, self._ascii.encode([texts[i] for i in fast])):
-            out[i] = ids
-        slow = [i for i, t in enumerate(texts) if out[i] is None]
-        for i, e in zip(slow, self._hf.encode_batch_fast([texts[i] for i in slow],
-                                                         add_special_tokens=False)):
-            out[i] = np.asarray(e.ids, dtype=np.int32)
-        return out
+        lengths = np.zeros(len(texts), np.int64)
+        parts = []
+        for route, encode in ((is_ascii, self._ascii.encode), (~is_ascii, self._encode_hf)):
+            which = np.flatnonzero(route)
+            if len(which):
+                flat, lengths[which] = encode([texts[i] for i in which])
+                parts.append((which, flat))
+        # Scatter each route's tokens to where its texts sit in the output.
+        ends = np.cumsum(lengths)
+        out = np.empty(int(ends[-1]) if len(ends) else 0, np.int32)
+        for which, flat in parts:
+            sizes = lengths[which]
+            shift = np.repeat(ends[which] - sizes - (np.cumsum(sizes) - sizes), sizes)
+            out[np.arange(len(flat)) + shift] = flat
+        return out, lengths
+
+    def _encode_hf(self, texts):
+        encodings = self._hf.encode_batch_fast(texts, add_special_tokens=False)
+        lengths = np.array([len(e.ids) for e in encodings], np.int64)
+        flat = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int32,
+                           count=int(lengths.sum()))
+        return flat, lengths
 
     def encode_with_offsets(self, texts):
         out = []
@@ -196,8 +221,9 @@ class _AsciiWordPiece:
         self._cache = {"\n": [-1]}  # the separator becomes a -1 marker
 
     def encode(self, texts):
+        """(ids of all texts back to back, int32; each text's token count, int64)."""
         if not texts:
-            return []
+            return np.zeros(0, np.int32), np.zeros(0, np.int64)
         joined = "\n".join(texts)
         if joined.count("\n") != len(texts) - 1:  # a newline inside a text is whitespace
             joined = "\n".join(t.replace("\n", " ") for t in texts)
@@ -210,8 +236,9 @@ class _AsciiWordPiece:
         get, miss = self._cache.get, self._word_pieces
         pieces = [get(w) or miss(w) for w in words]
         flat = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int32)
-        parts = np.split(flat, np.flatnonzero(flat < 0))
-        return [parts[0]] + [p[1:] for p in parts[1:]]
+        separators = np.flatnonzero(flat < 0)
+        lengths = np.diff(np.concatenate([[-1], separators, [len(flat)]])) - 1
+        return flat[flat >= 0], lengths
 
     def _word_pieces(self, word):
         ids = self._cache[word] = [t.id for t in self._model.tokenize(word)]

@@ -17,10 +17,11 @@ def _real_batch(corpus_dir, wordpiece_vocab):
             open(corpus_dir / "en.txt", encoding="utf-8").read().split("\n\n")]
     from data_pipeline.instances import InstanceStats, make_instances
     import random
-    inst = make_instances(proc._tokenize(docs), settings.instance, proc.specials.cls,
-                          proc.specials.sep, random.Random(0), InstanceStats())
-    cols = proc._dynamic_columns(inst)
-    return proc, cols["input_ids"], cols["word_starts"]
+    tokens, spans = proc._tokenize(docs)
+    layout = make_instances(spans, settings.instance, proc.specials.cls, proc.specials.sep,
+                            random.Random(0), InstanceStats())
+    ids, starts, _ = layout.matrices(tokens, settings.instance.seq_len, proc.specials.pad)
+    return proc, ids, starts
 
 
 def test_numpy_and_tensorflow_masks_are_identical(corpus_dir, wordpiece_vocab):
