@@ -9,7 +9,9 @@ WordPiece vocab, then runs, on the same machine in the same session:
     from its checkout outside this repo under TensorFlow's v1 compatibility module;
   * our builder, static mode with the same settings (--layout=pairs), and dynamic mode;
   * the loader with dynamic masking over the dynamic shards.
-Prints JSON: wall seconds and peak RSS (whole process tree) of each run, the ratios, examples/s.
+Prints JSON: wall seconds and peak RSS (whole process tree) of each run (ours: the median of
+`--rounds`), the ratios, examples/s, and our static build on a `--scale` times larger corpus (its
+peak RSS must stay where it was: memory does not grow with the corpus).
 Skips (exit 0, with a reason) when the corpora or the peer checkout are absent.
 """
 
@@ -60,6 +62,12 @@ def timed(cmd, cwd):
     return {"seconds": round(time.time() - start, 2), "peak_rss_mb": round(peak[0] / 1024, 1)}
 
 
+def median_of(rounds, run):
+    """Runs `run` `rounds` times; the run with the median time, plus every time seen."""
+    runs = sorted((run() for _ in range(rounds)), key=lambda r: r["seconds"])
+    return dict(runs[len(runs) // 2], all_seconds=[r["seconds"] for r in runs])
+
+
 def loader_throughput(data_dir, seconds=10.0):
     code = ("import time\nfrom data_pipeline import loader\n"
             "it = iter(loader.make_dataset(%r, batch_size=256, seed=0))\n"
@@ -78,6 +86,9 @@ def main():
     ap.add_argument("--corpus", default=os.path.join(ROOT, "..", "shared", "corpora"))
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each of our builds (median kept)")
+    ap.add_argument("--scale", type=int, default=4,
+                    help="also build static from a corpus this many times larger (memory must not grow)")
     args = ap.parse_args()
     files = [os.path.join(args.corpus, n) for n in ("wikitext2_valid.txt", "tinyshakespeare.txt")]
     if not all(os.path.exists(f) for f in files):
@@ -85,10 +96,12 @@ def main():
         return 0
     tmp = tempfile.mkdtemp(prefix="bench_data_")
     corpus = os.path.join(tmp, "corpus.txt")
-    with open(corpus, "w", encoding="utf-8") as out:
-        for _ in range(args.repeat):
-            for f in files:
-                out.write(open(f, encoding="utf-8").read() + "\n\n")
+    big = os.path.join(tmp, "corpus_x%d.txt" % args.scale)
+    for path, repeat in ((corpus, args.repeat), (big, args.repeat * args.scale)):
+        with open(path, "w", encoding="utf-8") as out:
+            for _ in range(repeat):
+                for f in files:
+                    out.write(open(f, encoding="utf-8").read() + "\n\n")
     vocab_path = os.path.join(tmp, "vocab.txt")
     subprocess.run([sys.executable, "-m", "launch.build_vocab", "--input=" + corpus,
                     "--output=" + vocab_path, "--vocab_size=16000"], cwd=ROOT, check=True,
@@ -97,10 +110,17 @@ def main():
               "--max_predictions_per_seq=20", "--masked_lm_prob=0.15", "--overwrite",
               "--num_workers=%d" % args.workers]
     build = [sys.executable, "-m", "launch.build_data"] + common
+    static = ["--mode=static", "--layout=pairs", "--dupe_factor=5"]
     result = {"machine": "%d cores" % os.cpu_count(), "corpus_mb": round(os.path.getsize(corpus) / 1e6, 2)}
-    result["ours_static"] = timed(build + ["--mode=static", "--layout=pairs", "--dupe_factor=5",
-                                           "--output_dir=" + os.path.join(tmp, "static")], ROOT)
-    result["ours_dynamic"] = timed(build + ["--output_dir=" + os.path.join(tmp, "dynamic")], ROOT)
+    result["ours_static"] = median_of(args.rounds, lambda: timed(
+        build + static + ["--output_dir=" + os.path.join(tmp, "static")], ROOT))
+    result["ours_dynamic"] = median_of(args.rounds, lambda: timed(
+        build + ["--output_dir=" + os.path.join(tmp, "dynamic")], ROOT))
+    # Memory must not grow with the corpus: the same static build on a corpus `scale` times larger.
+    result["ours_static_larger_corpus"] = dict(
+        timed([a if a != "--input=" + corpus else "--input=" + big for a in build] + static
+              + ["--output_dir=" + os.path.join(tmp, "static_big")], ROOT),
+        corpus_mb=round(os.path.getsize(big) / 1e6, 2))
     result["loader_examples_per_s"] = loader_throughput(os.path.join(tmp, "dynamic"))
     if args.google_bert_dir and os.path.exists(os.path.join(args.google_bert_dir,
                                                             "create_pretraining_data.py")):
