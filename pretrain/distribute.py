@@ -8,8 +8,10 @@
 """
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Optional
 
@@ -111,8 +113,15 @@ def worker_info(strategy) -> WorkerInfo:
 
 def checkpoint_dir(workdir_checkpoints: str, info: WorkerInfo):
     """The chief writes into the workdir; other workers must also save (TensorFlow needs every
-    worker in a synchronous save) but into a temporary directory, removed afterwards."""
+    worker in a synchronous save) but into a local temporary directory, removed afterwards.
+
+    Its name is fixed by (workdir, task), so what a worker killed mid-run left behind is found
+    and removed when it restarts, instead of piling up in /tmp.
+    """
     if info.is_chief:
         return workdir_checkpoints, None
-    tmp = tempfile.mkdtemp(prefix="ckpt_%s_%d_" % (info.task_type, info.task_id))  # one per process
+    key = hashlib.sha256(workdir_checkpoints.encode("utf-8")).hexdigest()[:12]
+    tmp = os.path.join(tempfile.gettempdir(), "ckpt_%s_%d_%s" % (info.task_type, info.task_id, key))
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
     return tmp, tmp

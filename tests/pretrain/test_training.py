@@ -197,6 +197,21 @@ def test_malformed_tf_config_is_refused(monkeypatch, value, message):
         distribute.make_strategy("multi_worker_mirrored")
 
 
+def test_non_chief_checkpoint_dir_is_local_fixed_and_cleared_on_restart(tmp_path):
+    chief = distribute.WorkerInfo("worker", 0, 2)
+    assert distribute.checkpoint_dir(str(tmp_path / "ckpt"), chief) == (str(tmp_path / "ckpt"), None)
+    worker = distribute.WorkerInfo("worker", 1, 2)
+    path, tmp = distribute.checkpoint_dir(str(tmp_path / "ckpt"), worker)
+    assert path == tmp and not path.startswith(str(tmp_path))
+    open(os.path.join(path, "ckpt-4.index"), "w").close()  # left by a worker killed with -9
+    again, _ = distribute.checkpoint_dir(str(tmp_path / "ckpt"), worker)
+    assert again == path and os.listdir(path) == []
+    other, _ = distribute.checkpoint_dir(str(tmp_path / "other"), worker)
+    assert other != path
+    for p in (path, other):
+        os.rmdir(p)
+
+
 def test_non_finite_updates_are_skipped_then_abort(mlm_data, tmp_path):
     c = tiny_config(mlm_data, steps=20, steps_per_loop=1, checkpoint_every=1, max_nonfinite_in_a_row=2,
                     clip_norm=0.0)
