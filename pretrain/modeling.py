@@ -184,20 +184,27 @@ class TransformerBlock(keras.layers.Layer):
         self.attention_norm.build((None, None, h))
         self.output_norm.build((None, None, h))
 
-    def call(self, x, bias, seed=None, training=False):
+    def call(self, x, bias, seed=None, training=False, queries=None):
+        """x [B, L, H] -> [B, L, H]; with `queries` (int [B, Q]), only the outputs at those
+        positions, [B, Q, H]: they attend to every position, nothing else is computed."""
         c = self.config
         site = 1 + 3 * self.index
-        batch, length = tf.shape(x)[0], tf.shape(x)[1]
+        batch = tf.shape(x)[0]
 
         def heads(t):
-            return tf.transpose(tf.reshape(t, [batch, length, self.heads, self.head_size]), [0, 2, 1, 3])
+            shape = [batch, tf.shape(t)[1], self.heads, self.head_size]
+            return tf.transpose(tf.reshape(t, shape), [0, 2, 1, 3])
 
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        k, v = heads(self.key(x)), heads(self.value(x))
+        if queries is not None:
+            x = tf.gather(x, queries, batch_dims=1)
+            bias = tf.gather(bias, queries, axis=2, batch_dims=1)
+        q = heads(self.query(x))
         scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(self.head_size))
         probs = tf.nn.softmax(tf.cast(scores, tf.float32) + bias, axis=-1)
         probs = dropout(tf.cast(probs, x.dtype), c.attention_probs_dropout_prob, seed, site, training)
         context = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]),
-                             [batch, length, c.hidden_size])
+                             [batch, tf.shape(x)[1], c.hidden_size])
         attended = dropout(self.attention_output(context), c.hidden_dropout_prob, seed, site + 1, training)
         x = tf.cast(self.attention_norm(x + attended), x.dtype)
         ffn = self.output_dense(self.activation(self.intermediate(x)))
@@ -243,28 +250,46 @@ class BertPretrainingModel(keras.Model):
                                                    shape=(2,), initializer="zeros")
         self.built = True
 
-    def call(self, input_ids, segment_ids, bias, seed=None, training=False):
-        """(sequence output [B, L, H], pooled [CLS] output [B, H]) in the compute dtype."""
+    def call(self, input_ids, segment_ids, bias, seed=None, training=False, positions=None):
+        """(sequence output [B, L, H], pooled [CLS] output [B, H]) in the compute dtype.
+
+        With `positions` (int [B, P], e.g. the masked positions), the sequence output holds only
+        those positions, [B, P, H], and the last block computes nothing else: its queries,
+        feed-forward and norms run on P + 1 rows instead of L (about a sixth of the encoder's
+        work at seq 128 with 20 predictions). Keys and values still cover every position, so the
+        outputs equal the full ones at those positions.
+        """
         if seed is None:
             seed = tf.zeros([2], tf.int64)
         x = self.embeddings(input_ids, segment_ids, seed=seed, training=training)
-        for block in self.blocks:
+        queries = None
+        if positions is not None:  # [CLS] first, for the pooled output
+            queries = tf.concat([tf.zeros_like(positions[:, :1]), positions], axis=1)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            q = queries if i == last else None
             if self.recompute and training:
                 # Activations inside the block are dropped and recomputed in the backward pass;
                 # the stateless dropout above makes the recomputation draw identical masks.
-                # The mask bias is captured, not passed: as an argument it would get a gradient
-                # ([B, heads, L, L] per block) that nobody needs.
+                # The mask bias (and the query positions) are captured, not passed: as arguments
+                # they would get gradients ([B, heads, L, L] per block) that nobody needs.
                 x = tf.recompute_grad(
-                    lambda h, block=block: block(h, bias, seed=seed, training=True))(x)
+                    lambda h, block=block, q=q: block(h, bias, seed=seed, training=True, queries=q))(x)
             else:
-                x = block(x, bias, seed=seed, training=training)
+                x = block(x, bias, seed=seed, training=training, queries=q)
+        if queries is not None and not self.blocks:  # an encoder without blocks
+            x = tf.gather(x, queries, batch_dims=1)
         pooled = self.pooler(x[:, 0])
-        return x, pooled
+        return (x if positions is None else x[:, 1:]), pooled
 
     def mlm_logits(self, hidden):
         """Tied-embedding output layer on hidden states [..., H] -> float32 logits [..., V]."""
         h = self.mlm_norm(self._activation(self.mlm_transform(hidden)))
-        logits = tf.matmul(h, tf.cast(self.embeddings.word_embeddings, h.dtype), transpose_b=True)
+        # One 2-D matmul over all rows: a [B, n, H] x [V, H] matmul broadcasts the embeddings, and
+        # its gradient materialises a [B, V, H] tensor and sums it (a tenth of a small model's step).
+        flat = tf.reshape(h, [-1, tf.shape(h)[-1]])
+        logits = tf.matmul(flat, tf.cast(self.embeddings.word_embeddings, h.dtype), transpose_b=True)
+        logits = tf.reshape(logits, tf.concat([tf.shape(h)[:-1], [-1]], axis=0))
         return tf.cast(logits, tf.float32) + self.mlm_output_bias
 
     def nsp_logits(self, pooled):

@@ -57,12 +57,13 @@ def loss_and_metrics(model, task, batch, global_counts, *, seed, training, with_
                      replica_context=None):
     """(loss to differentiate, {metric: local sum}) for one (micro-)batch on one replica."""
     bias = attention_bias(batch["input_mask"], batch["segment_ids"], MASK_KIND[task])
+    # MLM needs the last layer only at the masked positions (and [CLS]): the model skips the rest.
+    positions = batch["masked_lm_positions"] if task == "mlm" else None
     hidden, pooled = model(batch["input_ids"], batch["segment_ids"], bias, seed=seed,
-                           training=training)
+                           training=training, positions=positions)
     metrics = {}
     if task == "mlm":
-        positions = batch["masked_lm_positions"]
-        logits = model.mlm_logits(tf.gather(hidden, positions, batch_dims=1))
+        logits = model.mlm_logits(hidden)
         _add(metrics, "mlm", logits, batch["masked_lm_ids"], batch["masked_lm_weights"])
         if with_nsp:
             labels = batch["next_sentence_labels"][:, 0]

@@ -48,7 +48,8 @@ def test_unilm_and_causal_mask_tables():
 
 # --------------------------------------------------------------------------------- recompute
 
-def test_recompute_gives_the_same_gradients_with_dropout_on():
+@pytest.mark.parametrize("gathered", [False, True])
+def test_recompute_gives_the_same_gradients_with_dropout_on(gathered):
     config = modeling.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3,
                                  num_attention_heads=4, intermediate_size=64,
                                  hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)
@@ -59,13 +60,14 @@ def test_recompute_gives_the_same_gradients_with_dropout_on():
     segments = tf.zeros_like(ids)
     bias = modeling.attention_bias(tf.ones_like(ids), segments, "bidirectional")
     seed = tf.constant([7, 11], tf.int64)
+    positions = tf.constant([[1, 4, 9], [0, 15, 15], [3, 2, 1], [7, 8, 12]]) if gathered else None
 
     @tf.function
     def grads(model, seed):
         pooler = {id(v) for v in model.pooler.weights}  # unused by this loss
         variables = [v for v in model.trainable_variables if id(v) not in pooler]
         with tf.GradientTape() as tape:
-            hidden, _ = model(ids, segments, bias, seed=seed, training=True)
+            hidden, _ = model(ids, segments, bias, seed=seed, training=True, positions=positions)
             loss = tf.reduce_sum(tf.square(model.mlm_logits(hidden)))
         return loss, tape.gradient(loss, variables)
 
@@ -78,6 +80,40 @@ def test_recompute_gives_the_same_gradients_with_dropout_on():
     # Dropout is really on: another seed gives another loss.
     other, _ = grads(plain, tf.constant([7, 12], tf.int64))
     assert not np.isclose(other.numpy(), loss_a.numpy())
+
+
+def test_last_block_at_masked_positions_only_equals_the_full_encoder():
+    # The MLM loss asks the model for the masked positions only; the last block then computes
+    # its queries, feed-forward and norms on those rows (+ [CLS]). Outputs, pooled output, loss
+    # and every gradient must equal the full encoder's, gathered (dropout off: same function).
+    config = modeling.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=4, intermediate_size=64,
+                                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = modeling.build_model(config, with_nsp=True)
+    ids = tf.random.stateless_uniform([3, 16], [3, 4], 5, 60, dtype=tf.int32)
+    mask = tf.sequence_mask([16, 11, 5], 16, dtype=tf.int32)
+    segments = tf.concat([tf.zeros([3, 8], tf.int32), tf.ones([3, 8], tf.int32)], axis=1)
+    positions = tf.constant([[1, 15, 15, 0], [2, 3, 10, 0], [4, 1, 0, 0]])
+    for kind in ("bidirectional", "unilm"):  # a row-dependent mask too
+        bias = modeling.attention_bias(mask, segments, kind)
+
+        def loss_of(gathered):
+            with tf.GradientTape() as tape:
+                hidden, pooled = model(ids, segments, bias, training=True,
+                                       positions=positions if gathered else None)
+                if not gathered:
+                    hidden = tf.gather(hidden, positions, batch_dims=1)
+                loss = (tf.reduce_sum(tf.square(model.mlm_logits(hidden)))
+                        + tf.reduce_sum(tf.square(model.nsp_logits(pooled))))
+            return hidden, pooled, loss, tape.gradient(loss, model.trainable_variables)
+
+        full, gathered = loss_of(False), loss_of(True)
+        np.testing.assert_allclose(gathered[0].numpy(), full[0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(gathered[1].numpy(), full[1].numpy(), atol=1e-6)
+        np.testing.assert_allclose(gathered[2].numpy(), full[2].numpy(), rtol=1e-5)
+        for a, b in zip(gathered[3], full[3]):
+            np.testing.assert_allclose(tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy(),
+                                       rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------- accumulation, replicas
