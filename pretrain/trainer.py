@@ -68,6 +68,7 @@ class Trainer:
         self.with_nsp = (self.task == "mlm" and config.train.with_nsp
                          and self.manifest.get("layout") == "pairs")
         self.metric_names = objectives.metric_names(self.task, self.with_nsp)
+        self._eval_fn = None  # traced on first use
         self._build_state()
 
     # ------------------------------------------------------------------------------ startup
@@ -364,21 +365,7 @@ class Trainer:
         if "eval" not in self.manifest["splits"] or not self.manifest["splits"]["eval"].get("examples"):
             return None
         names = self.metric_names
-
-        def replica_eval(batch):
-            ctx = tf.distribute.get_replica_context()
-            counts = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                                    objectives.target_counts(self.task, batch, self.with_nsp))
-            _, metrics = objectives.loss_and_metrics(self.model, self.task, batch, counts, seed=None,
-                                                     training=False, with_nsp=self.with_nsp,
-                                                     replica_context=ctx)
-            return metrics
-
-        @tf.function
-        def eval_step(batch):
-            m = self.strategy.run(replica_eval, args=(batch,))
-            return {n: self.strategy.reduce(tf.distribute.ReduceOp.SUM, m[n], axis=None) for n in names}
-
+        eval_step = self._eval_step()
         totals = {n: 0.0 for n in names}
         batches = 0
         for i, batch in enumerate(self._eval_dataset()):
@@ -391,6 +378,29 @@ class Trainer:
             self._log("eval: the eval split holds less than one batch; skipped.")
             return None
         return _summarise(totals, self.task, self.with_nsp)
+
+    def _eval_step(self):
+        """The eval step, traced once per trainer (not once per evaluation)."""
+        if self._eval_fn is None:
+            names = self.metric_names
+
+            def replica_eval(batch):
+                ctx = tf.distribute.get_replica_context()
+                counts = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                        objectives.target_counts(self.task, batch, self.with_nsp))
+                _, metrics = objectives.loss_and_metrics(self.model, self.task, batch, counts,
+                                                         seed=None, training=False,
+                                                         with_nsp=self.with_nsp, replica_context=ctx)
+                return metrics
+
+            @tf.function
+            def eval_step(batch):
+                m = self.strategy.run(replica_eval, args=(batch,))
+                return {n: self.strategy.reduce(tf.distribute.ReduceOp.SUM, m[n], axis=None)
+                        for n in names}
+
+            self._eval_fn = eval_step
+        return self._eval_fn
 
     # ----------------------------------------------------------------------------- the run
 
