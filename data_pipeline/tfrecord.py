@@ -101,21 +101,6 @@ def _entry_header(name_part, kind, packed_size):
             + _varint(value_list) + b"\x0a" + _varint(packed_size))
 
 
-def encode_example(features: Dict[str, np.ndarray], float_keys=()) -> bytes:
-    """Serialises one `tf.train.Example` (features in the given order)."""
-    return encode_examples({k: np.asarray(v).reshape(1, -1) for k, v in features.items()},
-                           float_keys)[0]
-
-
-def encode_varints(values: np.ndarray, return_sizes=False):
-    """Protobuf varint encoding of a non-negative int64 array, vectorised.
-
-    Returns the bytes, and with return_sizes also the byte count of each value.
-    """
-    data, nbytes = _varint_array(values)
-    return (data.tobytes(), nbytes) if return_sizes else data.tobytes()
-
-
 def _varint_array(values):
     """(uint8 varint bytes of every value back to back, int64 byte count of each value)."""
     values = np.asarray(values)

@@ -14,7 +14,7 @@ MODES = ((True, True), (True, False), (False, True), (False, False))  # (lower_c
 
 
 def _hf_words(lower_case, strip_accents, patched):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from tokenizers import normalizers, pre_tokenizers
 
     if patched:
         from data_pipeline.tokenizer import _hf_pipeline
