@@ -212,7 +212,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_matches_numpy_reference_and_resumes_exactly(case):
+def test_matches_numpy_reference_and_resumes_exactly(case, tmp_path):
     kw, clip_norm = CASES[case]
     config = _config(**dict(kw))
     data = _data()
@@ -235,7 +235,7 @@ def test_matches_numpy_reference_and_resumes_exactly(case):
     # Cut after CUT updates, save, restore into fresh objects (other initial values), go on.
     first = TFRun(config, data, clip_norm)
     first.run(0, CUT)
-    path = first.checkpoint().save("/tmp/optimizer_ckpt_%s/ckpt" % case)
+    path = first.checkpoint().save(str(tmp_path / "ckpt"))
     zeros = {p: np.zeros(s) for p, s in SHAPES.items()}
     second = TFRun(config, data, clip_norm, init=zeros)
     second.checkpoint().restore(path).assert_consumed()
