@@ -104,17 +104,17 @@ def mask_np(input_ids, word_starts, example_ids, *, seed, epoch, special_ids, re
     s_selected = np.zeros_like(s_maskable)
     live = np.arange(batch)  # rows a further pass can change: budget left, and a word taken last
     for p in range(_PASSES):
-        rows = slice(None) if p == 0 else live
-        selected, left = s_selected[rows], remaining[rows]
-        candidate = s_maskable[rows] & ~selected & (s_word_len[rows] <= left)
+        these = slice(None) if p == 0 else live
+        chosen, left = s_selected[these], remaining[these]
+        candidate = s_maskable[these] & ~chosen & (s_word_len[these] <= left)
         running = np.cumsum(candidate, axis=1, dtype=np.int32)
         word_ends = np.ones_like(candidate)
-        word_ends[:, :-1] = new_word[rows] | ~candidate[:, 1:]
+        word_ends[:, :-1] = new_word[these] | ~candidate[:, 1:]
         taken = np.max(np.where(candidate & word_ends & (running <= left), running, 0),
                        axis=1)[:, None]
-        s_selected[rows] = selected | (candidate & (running <= taken))
-        remaining[rows] = left - taken
-        live = live[(remaining[rows][:, 0] > 0) & (taken[:, 0] > 0)]
+        s_selected[these] = chosen | (candidate & (running <= taken))
+        remaining[these] = left - taken
+        live = live[(remaining[these][:, 0] > 0) & (taken[:, 0] > 0)]
         if not len(live):
             break
     selected = np.zeros_like(s_selected)

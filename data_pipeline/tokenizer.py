@@ -214,11 +214,12 @@ class _AsciiWordPiece:
     _WORD = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9 \t\r]")  # "\n" separates the texts
     _DELETE = {c: None for c in [*range(0x20), 0x7F] if chr(c) not in "\t\n\r"}
     _MAX_CACHE = 1 << 20  # distinct words kept; beyond that the cache starts over
+    _SEPARATOR = {"\n": [-1]}  # the separator between texts becomes a -1 marker
 
     def __init__(self, model, lower_case):
         self._model = model
         self._lower = lower_case
-        self._cache = {"\n": [-1]}  # the separator becomes a -1 marker
+        self._cache = dict(self._SEPARATOR)
 
     def encode(self, texts):
         """(ids of all texts back to back, int32; each text's token count, int64)."""
@@ -232,7 +233,7 @@ class _AsciiWordPiece:
             joined = joined.lower()
         words = self._WORD.findall(joined)
         if len(self._cache) > self._MAX_CACHE:
-            self._cache = {"\n": [-1]}
+            self._cache = dict(self._SEPARATOR)
         get, miss = self._cache.get, self._word_pieces
         pieces = [get(w) or miss(w) for w in words]
         flat = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int32)
