@@ -47,7 +47,6 @@ def ours():
              "masked_lm_positions": tf.sort(g.uniform([B, P], 1, L, tf.int32), axis=1),
              "masked_lm_ids": g.uniform([B, P], 5, V, tf.int32),
              "masked_lm_weights": tf.ones([B, P], tf.float32)}
-    strategy = tf.distribute.get_strategy()
 
     def grads_of(seed):   # what the trainer's `_micro_step` does
         counts = objectives.target_counts("mlm", batch, False)
@@ -61,7 +60,8 @@ def ours():
     @tf.function
     def step(seed):
         loss, grads = grads_fn(seed)
-        optimizers.apply_update(opt, grads, variables, strategy)
+        optimizers.apply_update(opt, grads, variables)
+        optimizers.count_update(opt)
         return loss
 
     return lambda i: step(tf.constant([0, i], tf.int64)).numpy()

@@ -41,7 +41,8 @@ def get_config():
         eval_every=10000,               # 0: only at the end
         eval_steps=100,                 # 0: the whole eval split
         recompute=False,                # tf.recompute_grad per transformer block
-        precision="float32",            # float32 | bfloat16 | float16 (dynamic loss scaling)
+        # float32 | bfloat16 | float16 (dynamic loss scaling) | auto (bfloat16 on TPUs, else float32)
+        precision="float32",
         jit_compile=False,
         clip_norm=1.0,                  # global-norm clipping (0: off)
         max_nonfinite_in_a_row=20,

@@ -13,6 +13,11 @@ and polynomial decay, as in NVIDIA's recipe, with recompute on for the 512-token
 continue phase 1's schedule instead, set optimizer.schedule fields with
 --config.optimizer.step_offset=7038 (the step count carries on).
 Expect MLM accuracy around 0.7 at the end of phase 2 on Wikipedia + BookCorpus.
+
+Both phases use precision "auto": bfloat16 on TPUs (the recipe's home; the matrix units multiply
+in bfloat16, its float32-sized exponent needs no loss scaling, and activations take half the
+memory, which phase 2's 512-token batches need), float32 elsewhere. Weights, LAMB's moments and
+trust ratios, the softmax and the losses stay float32 (mixed_bfloat16).
 """
 
 from configs import base
@@ -24,6 +29,7 @@ def get_config(phase="phase1"):
     c = base.get_config()
     c.model.update(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
     c.optimizer.update(name="lamb", weight_decay=0.01, beta_2=0.999)
+    c.train.precision = "auto"
     if phase == "phase1":
         c.train.update(global_batch_size=65536, micro_batches=64, steps=PHASE1_STEPS, steps_per_loop=10)
         c.optimizer.update(learning_rate=6e-3, warmup_steps=2000, decay="polynomial", power=0.5)

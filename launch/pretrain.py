@@ -8,6 +8,7 @@ Any config field can be overridden with --config.a.b=value. Re-running the same 
 from the last checkpoint (model, optimizer, step and data position); SIGTERM checkpoints and exits.
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -29,11 +30,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress output
+    c = FLAGS.config
+    if c.distribute.name == "tpu" and c.distribute.tpu not in ("", "local"):
+        # A pod slice, driven from worker 0: this client must not take the local chips, which the
+        # host's TPU runtime serves to the whole slice. TensorFlow reads this when it loads libtpu.
+        os.environ.setdefault("TPU_LOAD_LIBRARY", "0")
     from pretrain import distribute, gcs   # imports TensorFlow: after flag parsing, so --help is instant
     from pretrain.trainer import TrainError, Trainer
     from data_pipeline.loader import ManifestError
 
-    c = FLAGS.config
     if FLAGS.preflight:
         try:
             gcs.preflight(read=[p for p in (c.data.train_dir, c.get("init_checkpoint")) if p],

@@ -1,29 +1,42 @@
-r"""Creates a Cloud TPU VM (or pod slice), installs the project on every host, runs the same command
-on all of them, shows their logs and deletes the TPU, through `gcloud`.
+r"""Creates a Cloud TPU VM (or pod slice), installs the project on every host, runs the training
+program on worker 0, shows its log and deletes the TPU, through `gcloud`.
 
     python -m launch.tpu_vm create --name=bert --zone=us-central2-b --accelerator_type=v4-32 \
         --workdir=gs://bucket/runs/base --data=gs://bucket/data/wiki_128 [--spot | --reserved]
-    python -m launch.tpu_vm setup  --name=bert --zone=us-central2-b
+    python -m launch.tpu_vm setup  --name=bert --zone=us-central2-b --accelerator_type=v4-32
     python -m launch.tpu_vm run    --name=bert --zone=us-central2-b --accelerator_type=v4-32 -- \
         python3 -m launch.pretrain --config=configs/bert_base.py --config.distribute.name=tpu \
         --config.distribute.tpu=bert --config.data.train_dir=gs://bucket/data/wiki_128 \
         --workdir=gs://bucket/runs/base
-    python -m launch.tpu_vm logs   --name=bert --zone=us-central2-b [--worker=0] [--follow]
+    python -m launch.tpu_vm logs   --name=bert --zone=us-central2-b [--follow]
     python -m launch.tpu_vm delete --name=bert --zone=us-central2-b
+
+The software: TensorFlow's TPU build, `tensorflow-tpu` from requirements-tpu.txt (2.19.1: the last
+release with TPU support; there is no TPU build of TensorFlow 2.21), installed by `setup` with
+everything that must agree with it on Google's base image for the TPU generation (`SOFTWARE`
+below). `--runtime_version` may name a TPU runtime image with its own TensorFlow instead
+(tpu-vm-tf-2.19.0-pjrt, ...): `setup` then keeps that TensorFlow and checks its version.
+
+One client per slice: TensorFlow's TPUStrategy is single-client, so `run` starts the program on
+worker 0 only. On a single-host slice it uses the local chips (`--config.distribute.tpu=local`,
+with the PJRT environment); on a pod slice it reaches every host through the TPU's name
+(`--config.distribute.tpu=<name>`, TPU_NAME, TPU_LOAD_LIBRARY=0 so that this client leaves the
+local chips to the host's TPU runtime), and the other hosts run nothing but that runtime
+(`setup` points it at the TensorFlow version's gRPC worker). `setup` installs on every host;
+`logs` reads worker 0's log.
 
 --dry_run prints the exact commands instead of running them. `create` first checks the gs://
 workdir and data (bucket exists, data has a manifest.json, you may write the workdir, bucket
 region vs the TPU's); --skip_preflight skips that. By default the TPU is a queued resource
 (`gcloud compute tpus queued-resources`, which waits for capacity); --noqueued creates it directly.
-The runtime defaults to the TensorFlow of requirements.txt: tpu-vm-tf-X.Y.Z, with -pod on
-multi-host slices and -pjrt on v5e/v5p/v6e. `setup` copies this checkout to ~/REMOTE_DIR on every
-host and installs requirements.txt there, keeping the image's TPU build of TensorFlow. `run` starts
-the command in the background on every host (--worker) with the environment TensorFlow needs on
-TPU VMs, output in ~/REMOTE_DIR/logs/JOB.log (--foreground streams it instead).
+`run` starts the command in the background (output in ~/REMOTE_DIR/logs/JOB.log), or streams it
+with --foreground.
 
 Refused before anything runs: accelerator types or zones not in ZONES below, both --spot and
---reserved, a runtime version whose -pod/-pjrt flavour does not fit the slice, and
-`--config.distribute.tpu=local` on a multi-host slice (each host would drive only its own chips).
+--reserved, a TensorFlow version without a TPU build, a runtime whose -pod/-pjrt flavour does
+not fit the slice, `--config.distribute.tpu=local` on a multi-host slice (the client would drive
+only its own host's chips) or a TPU name on a single-host one, and `--worker=all` for a program
+that trains with distribute.name=tpu (every host would start its own client of the whole slice).
 """
 
 import fnmatch
@@ -34,6 +47,9 @@ import subprocess
 import sys
 
 from absl import app, flags
+
+from launch import tpu_host
+from launch.tpu_host import TPU_REQUIREMENTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMANDS = ("create", "setup", "run", "logs", "delete")
@@ -63,15 +79,47 @@ ZONES = {
 # (v5litepod = v5e, v6e); a host holds 8 cores, or up to 8 chips (4 per host in multi-host slices).
 SIZES = {"v2": (8, 32, 128, 256, 512), "v3": (8, 32, 64, 128, 256, 512, 1024, 2048),
          "v5litepod": (1, 4, 8, 16, 32, 64, 128, 256), "v6e": (1, 4, 8, 16, 32, 64, 128, 256)}
-PJRT_GENERATIONS = ("v5litepod", "v5p", "v6e")
+
+# The software of each generation: Google's base image (Ubuntu, Python, the TPU runtime service;
+# no TensorFlow) and the device API TensorFlow's TPU build reaches the chips through. setup
+# installs tensorflow-tpu (requirements-tpu.txt) on top.
+SOFTWARE = {
+    # https://cloud.google.com/tpu/docs/runtimes ("v4 and older": tpu-ubuntu2204-base); the TF
+    # 2.18+ runtimes for these generations are "-pjrt-v5p-and-below" (and "-se") images.
+    "v2": ("tpu-ubuntu2204-base", "pjrt"),
+    "v3": ("tpu-ubuntu2204-base", "pjrt"),
+    "v4": ("tpu-ubuntu2204-base", "pjrt"),
+    # https://cloud.google.com/tpu/docs/runtimes (v5e: v2-alpha-tpuv5-lite); v5e, v5p and v6e run
+    # TensorFlow on PJRT only (https://cloud.google.com/tpu/docs/supported-versions).
+    "v5litepod": ("v2-alpha-tpuv5-lite", "pjrt"),
+    # https://cloud.google.com/tpu/docs/runtimes (v5p: v2-alpha-tpuv5).
+    "v5p": ("v2-alpha-tpuv5", "pjrt"),
+    # https://cloud.google.com/tpu/docs/runtimes (Trillium: v2-alpha-tpuv6e).
+    "v6e": ("v2-alpha-tpuv6e", "pjrt"),
+}
+PJRT_ONLY = ("v5litepod", "v5p", "v6e")
+# TensorFlow releases with a TPU build (tensorflow-tpu on PyPI), and why a release is not used.
+TPU_TENSORFLOW = {
+    "2.19.1": None,
+    "2.20.0": "its wheel asks for libtpu~=0.0.14, so pip takes the newest libtpu, with which "
+              "TensorFlow finds no TPU ('No TPU platform found'); Keras names 2.19.1 the last "
+              "TensorFlow that supports TPUs",
+    "2.18.0": "it needs libtpu 2.18.0 from Google's index and keras < 3.13 pins of its own",
+    "2.17.1": "older than the 2.19 this project is tested with", "2.17.0": "as 2.17.1",
+    "2.16.2": "older than the 2.19 this project is tested with", "2.16.1": "as 2.16.2",
+}
+# The newest TensorFlow for which Google publishes TPU runtime images (tpu-vm-tf-X.Y.Z...).
+NEWEST_TF_RUNTIME = (2, 19, 0)
+
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("name", None, "TPU name (and queued-resource id).")
 flags.DEFINE_string("zone", None, "Zone, e.g. us-central2-b (see ZONES in launch/tpu_vm.py).")
 flags.DEFINE_string("project", None, "Google Cloud project (default: gcloud's configured one).")
-flags.DEFINE_string("accelerator_type", None, "create, run: e.g. v4-32, v5litepod-16, v6e-8.")
-flags.DEFINE_string("runtime_version", None, "create, run: TPU software version (default: from "
-                    "requirements.txt's TensorFlow and the slice).")
+flags.DEFINE_string("accelerator_type", None, "create, setup, run: e.g. v4-32, v5litepod-16 (or "
+                    "v5e-16), v6e-8.")
+flags.DEFINE_string("runtime_version", None, "create: TPU software version (default: the "
+                    "generation's base image, see SOFTWARE; or a tpu-vm-tf-2.19.0[-pod]-pjrt runtime).")
 flags.DEFINE_bool("queued", True, "create, delete: a queued resource (waits for capacity) rather "
                   "than a plain TPU VM.")
 flags.DEFINE_bool("spot", False, "create: spot capacity (cheaper, may be preempted).")
@@ -82,7 +130,11 @@ flags.DEFINE_string("data", None, "create: the gs:// data directory (with manife
 flags.DEFINE_bool("skip_preflight", False, "create: skip the GCS checks of --workdir and --data.")
 flags.DEFINE_string("remote_dir", "bert-tf-pretrain", "setup, run, logs: the project's directory "
                     "under the home directory on every host.")
-flags.DEFINE_string("worker", "all", "run, logs: all, or a host index (0 = the first host).")
+flags.DEFINE_string("worker", None, "run, logs: the host (default 0, where the single TPU client "
+                    "runs); 'all' runs a command on every host (never a TPU training program).")
+flags.DEFINE_string("grpc_worker_image", None, "setup, pod slices: the TPU runtime image the hosts "
+                    "serve the slice with (default: gcr.io/cloud-tpu-v2-images/grpc_tpu_worker:"
+                    "tf-<requirements-tpu.txt's TensorFlow>-pjrt).")
 flags.DEFINE_string("job", "pretrain", "run, logs: the log file's name, REMOTE_DIR/logs/JOB.log.")
 flags.DEFINE_bool("foreground", False, "run: stay attached and stream the output.")
 flags.DEFINE_multi_string("env", [], "run: extra KEY=VALUE environment for the command.")
@@ -98,7 +150,7 @@ class TpuError(Exception):
 # ------------------------------------------------------------------------------ the slice
 
 def slice_shape(accelerator_type):
-    """(generation, size, hosts) of e.g. 'v4-32', or TpuError."""
+    """(generation, size, hosts) of e.g. 'v4-32' ('v5e-N' is gcloud's 'v5litepod-N'), or TpuError."""
     m = re.fullmatch(r"(v2|v3|v4|v5p|v5litepod|v6e)-(\d+)", accelerator_type or "")
     if not m:
         raise TpuError("--accelerator_type %r: expected <generation>-<size> with generation v2, v3, "
@@ -115,6 +167,11 @@ def slice_shape(accelerator_type):
     return generation, size, hosts
 
 
+def accelerator(value):
+    """gcloud's name of an accelerator type: v5e-N is v5litepod-N."""
+    return re.sub(r"^v5e-", "v5litepod-", value or "")
+
+
 def check_zone(zone, accelerator_type):
     if zone not in ZONES:
         raise TpuError("zone %r is not in the zone table of launch/tpu_vm.py (%s); if Google offers "
@@ -126,30 +183,55 @@ def check_zone(zone, accelerator_type):
                        % (accelerator_type, zone, ", ".join(ZONES[zone]), ", ".join(where) or "none"))
 
 
-def project_tensorflow():
-    """The TensorFlow version pinned in requirements.txt."""
-    with open(os.path.join(ROOT, "requirements.txt")) as f:
-        for line in f:
-            m = re.match(r"tensorflow==([\d.]+)", line.strip())
-            if m:
-                return m.group(1)
-    raise TpuError("requirements.txt pins no tensorflow==X.Y.Z; pass --runtime_version.")
+def tpu_tensorflow():
+    """The TensorFlow TPU build pinned in requirements-tpu.txt (tensorflow-tpu==X.Y.Z), checked."""
+    try:
+        version = tpu_host.pinned_tensorflow(ROOT)
+    except ValueError as e:
+        raise TpuError(str(e))
+    if version not in TPU_TENSORFLOW:
+        raise TpuError("%s pins tensorflow-tpu==%s, which has no TPU build: TPU builds exist for "
+                       "TensorFlow %s (none for 2.21)." % (TPU_REQUIREMENTS, version,
+                                                           ", ".join(sorted(TPU_TENSORFLOW))))
+    if TPU_TENSORFLOW[version]:
+        raise TpuError("%s pins tensorflow-tpu==%s: not usable here, %s." % (
+            TPU_REQUIREMENTS, version, TPU_TENSORFLOW[version]))
+    return version
 
 
 def runtime_version(accelerator_type, requested=None):
-    """The TPU software version: `requested`, checked against the slice, or the default."""
+    """The TPU software version: the generation's base image, or `requested`, checked against the
+    slice and against requirements-tpu.txt's TensorFlow."""
     generation, _, hosts = slice_shape(accelerator_type)
-    pod, pjrt = hosts > 1, generation in PJRT_GENERATIONS
+    pod = hosts > 1
+    tf_version = tpu_tensorflow()
     if not requested:
-        return "tpu-vm-tf-%s%s%s" % (project_tensorflow(), "-pod" if pod else "", "-pjrt" if pjrt else "")
-    if requested.startswith("tpu-vm-tf-"):
-        if ("-pod" in requested) != pod:
-            raise TpuError("runtime %s is for %s slices but %s has %d host(s): %s -pod." % (
-                requested, "multi-host" if "-pod" in requested else "single-host", accelerator_type,
-                hosts, "add" if pod else "drop"))
-        if pjrt and not requested.endswith("-pjrt"):
-            raise TpuError("%s runs TensorFlow only on the PJRT runtime: use a -pjrt version, e.g. %s."
-                           % (generation, runtime_version(accelerator_type)))
+        return SOFTWARE[generation][0]
+    m = re.fullmatch(r"tpu-vm-tf-(\d+)\.(\d+)\.(\d+)(-pod)?(-pjrt|-se)?(-v5e-and-v6|-v5p-and-below)?",
+                     requested)
+    if requested.startswith("tpu-vm-tf-") and not m:
+        raise TpuError("--runtime_version %r: expected tpu-vm-tf-X.Y.Z[-pod][-pjrt|-se][-variant]."
+                       % requested)
+    if not m:
+        return requested   # another image (a base image, a nightly): taken as given
+    version = tuple(int(x) for x in m.group(1, 2, 3))
+    if version > NEWEST_TF_RUNTIME:
+        raise TpuError("runtime %s: there is no TPU runtime for TensorFlow %s (the newest is %s); "
+                       "leave --runtime_version unset to use the base image and tensorflow-tpu==%s."
+                       % (requested, ".".join(map(str, version)),
+                          ".".join(map(str, NEWEST_TF_RUNTIME)), tf_version))
+    if version[:2] != tuple(int(x) for x in tf_version.split(".")[:2]):
+        raise TpuError("runtime %s has TensorFlow %d.%d but %s pins TensorFlow %s (keras, "
+                       "tensorboard, numpy and protobuf are pinned for it)."
+                       % (requested, version[0], version[1], TPU_REQUIREMENTS, tf_version))
+    if bool(m.group(4)) != pod:
+        raise TpuError("runtime %s is for %s slices but %s has %d host(s): %s -pod." % (
+            requested, "multi-host" if m.group(4) else "single-host", accelerator_type, hosts,
+            "add" if pod else "drop"))
+    if generation in PJRT_ONLY and m.group(5) != "-pjrt":
+        raise TpuError("%s runs TensorFlow only on the PJRT runtime: use a -pjrt version, e.g. "
+                       "tpu-vm-tf-%s%s-pjrt." % (generation, ".".join(map(str, version)),
+                                                "-pod" if pod else ""))
     return requested
 
 
@@ -203,48 +285,55 @@ def _where(name_or_target):
 def create_command():
     if FLAGS.spot and FLAGS.reserved:
         raise TpuError("--spot and --reserved exclude each other: pick one capacity type.")
-    accelerator = FLAGS.accelerator_type
-    version = runtime_version(accelerator, FLAGS.runtime_version)
+    version = runtime_version(FLAGS.accelerator_type, FLAGS.runtime_version)
     capacity = ["--spot"] if FLAGS.spot else ["--reserved"] if FLAGS.reserved else []
     if FLAGS.queued:
         return (["gcloud", "compute", "tpus", "queued-resources", "create"] + _where(FLAGS.name)
-                + ["--node-id=%s" % FLAGS.name, "--accelerator-type=%s" % accelerator,
+                + ["--node-id=%s" % FLAGS.name, "--accelerator-type=%s" % FLAGS.accelerator_type,
                    "--runtime-version=%s" % version] + capacity)
     return (["gcloud", "compute", "tpus", "tpu-vm", "create"] + _where(FLAGS.name)
-            + ["--accelerator-type=%s" % accelerator, "--version=%s" % version] + capacity)
+            + ["--accelerator-type=%s" % FLAGS.accelerator_type, "--version=%s" % version] + capacity)
 
 
-def ssh_command(script, worker="all"):
+def ssh_command(script, worker):
     return (["gcloud", "compute", "tpus", "tpu-vm", "ssh"] + _where(FLAGS.name)
             + ["--worker=%s" % worker, "--command", script])
 
 
 def setup_commands():
+    """Copies this checkout to every host, installs requirements-tpu.txt there (keeping the
+    TensorFlow of a TF runtime image, checked against the pin) and, on a pod slice, points each
+    host's TPU runtime at the gRPC worker of that TensorFlow (what Google's TF TPU tests do)."""
+    _, _, hosts = slice_shape(FLAGS.accelerator_type)
+    tf_version = tpu_tensorflow()
     archive = os.path.join(ROOT, "workspace", "tpu_vm", "%s.tar.gz" % FLAGS.name)
     remote = "~/%s" % FLAGS.remote_dir
-    install = " && ".join([
+    steps = [
         "mkdir -p %s" % remote,
         "tar -xzf ~/%s.tar.gz -C %s" % (FLAGS.remote_dir, remote),
         "cd %s" % remote,
-        # The image's TensorFlow is the TPU build: install everything else.
-        "grep -v ^tensorflow== requirements.txt > requirements-tpu-vm.txt",
-        "python3 -m pip install --quiet -r requirements-tpu-vm.txt",
-        'python3 -c "import tensorflow as tf; print(tf.__version__)"'])
+        "python3 -m launch.tpu_host requirements > .requirements-host.txt",
+        "python3 -m pip install --quiet -r .requirements-host.txt",
+        "python3 -m launch.tpu_host check"]
+    if hosts > 1:
+        image = FLAGS.grpc_worker_image or "gcr.io/cloud-tpu-v2-images/grpc_tpu_worker:tf-%s-pjrt" % tf_version
+        steps += ["sudo sed -i 's|TF_DOCKER_URL=.*|TF_DOCKER_URL=%s\"|' /etc/systemd/system/tpu-runtime.service"
+                  % image, "sudo systemctl daemon-reload", "sudo systemctl restart tpu-runtime"]
     return [
         ["mkdir", "-p", os.path.dirname(archive)],
         ["tar", "-czf", archive, "--exclude=./.git", "--exclude=./workspace", "--exclude=__pycache__",
          "--exclude=.pytest_cache", "-C", ROOT, "."],
         (["gcloud", "compute", "tpus", "tpu-vm", "scp", archive]
          + _where("%s:~/%s.tar.gz" % (FLAGS.name, FLAGS.remote_dir)) + ["--worker=all"]),
-        ssh_command(install)]
+        ssh_command(" && ".join(steps), "all")]
 
 
-def tpu_environment(version):
-    """What TensorFlow needs on the TPU hosts."""
-    env = {"TPU_NAME": FLAGS.name}
-    if version.endswith("-pjrt"):   # TensorFlow reaches the TPU through the PJRT plugin
-        env.update(PJRT_DEVICE="TPU", NEXT_PLUGGABLE_DEVICE_USE_C_API="true",
-                   TF_PLUGGABLE_DEVICE_LIBRARY_PATH="/lib/libtpu.so")
+def tpu_environment(hosts):
+    """What TensorFlow needs on worker 0 (TPU_NAME: "local" or the slice's name)."""
+    if hosts > 1:   # the client reaches every host through the TPU's name; local chips untouched
+        env = {"TPU_NAME": FLAGS.name, "TPU_LOAD_LIBRARY": "0"}
+    else:           # the client drives this VM's chips through the PJRT plugin
+        env = {"TPU_NAME": "local", "PJRT_DEVICE": "TPU", "NEXT_PLUGGABLE_DEVICE_USE_C_API": "true"}
     for item in FLAGS.env:
         key, sep, value = item.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
@@ -253,31 +342,56 @@ def tpu_environment(version):
     return env
 
 
+# libtpu's path: the pip package's (base images), else the runtime image's /lib/libtpu.so.
+_LIBTPU = ("export TF_PLUGGABLE_DEVICE_LIBRARY_PATH=$(python3 -c 'import libtpu; "
+           "print(libtpu.get_library_path())' 2>/dev/null || echo /lib/libtpu.so)")
+
+
+def _flag(text, name):
+    """The value of --name=VALUE (or --name VALUE) in a command line, or None."""
+    m = re.search(r"--%s[= ](\S+)" % re.escape(name), text)
+    return m.group(1) if m else None
+
+
 def run_command(program):
     if not program:
         raise TpuError("run: no command; put it after `--`, e.g. `run --name=... -- python3 -m "
                        "launch.pretrain --config=...`.")
-    accelerator = FLAGS.accelerator_type
-    _, _, hosts = slice_shape(accelerator)
+    _, _, hosts = slice_shape(FLAGS.accelerator_type)
     text = " ".join(program)
-    if hosts > 1 and re.search(r"--(config\.distribute\.)?tpu=local\b", text):
-        raise TpuError("%s has %d hosts: with tpu=local each host would drive only its own chips. "
-                       "Name the slice instead: --config.distribute.tpu=%s."
-                       % (accelerator, hosts, FLAGS.name))
-    env = tpu_environment(runtime_version(accelerator, FLAGS.runtime_version))
+    trains_on_tpu = _flag(text, "config.distribute.name") == "tpu"
+    tpu = _flag(text, "config.distribute.tpu")
+    worker = FLAGS.worker if FLAGS.worker is not None else "0"
+    if trains_on_tpu and worker != "0":
+        raise TpuError("--worker=%s: TensorFlow's TPUStrategy is single-client, one process on worker "
+                       "0 drives every host of the slice; on more hosts each would start a client of "
+                       "the whole slice (and write the same checkpoints). Leave --worker unset."
+                       % worker)
+    if trains_on_tpu and hosts > 1 and tpu != FLAGS.name:
+        raise TpuError("%s has %d hosts: the client on worker 0 reaches them through the TPU's "
+                       "name%s. Pass --config.distribute.tpu=%s." % (
+                           FLAGS.accelerator_type, hosts, " (with tpu=local it would drive only "
+                           "its own host's chips)" if tpu == "local" else "", FLAGS.name))
+    if trains_on_tpu and hosts == 1 and tpu != "local":
+        raise TpuError("%s is a single-host slice: its chips are this VM's. Pass "
+                       "--config.distribute.tpu=local." % FLAGS.accelerator_type)
+    env = tpu_environment(hosts)
     log = "logs/%s.log" % FLAGS.job
     steps = ["cd ~/%s" % FLAGS.remote_dir, "mkdir -p logs"]
     steps += ["export %s=%s" % (k, shlex.quote(v)) for k, v in sorted(env.items())]
+    if hosts == 1:
+        steps.append(_LIBTPU)
     if FLAGS.foreground:
         steps.append("%s 2>&1 | tee -a %s" % (shlex.join(program), log))
     else:
         steps.append("(nohup %s >> %s 2>&1 < /dev/null &)" % (shlex.join(program), log))
-    return ssh_command(" && ".join(steps), FLAGS.worker)
+    return ssh_command(" && ".join(steps), worker)
 
 
 def logs_command():
     return ssh_command("tail -n %d %s~/%s/logs/%s.log" % (FLAGS.lines, "-f " if FLAGS.follow else "",
-                                                        FLAGS.remote_dir, FLAGS.job), FLAGS.worker)
+                                                        FLAGS.remote_dir, FLAGS.job),
+                       FLAGS.worker if FLAGS.worker is not None else "0")
 
 
 def delete_command():
@@ -289,20 +403,23 @@ def delete_command():
 
 def plan(command, program):
     """Validates the flags for `command`; returns the commands to run, in order."""
-    missing = [f for f in ("name", "zone") + (("accelerator_type",) if command in ("create", "run")
-                                              else ()) if not FLAGS[f].value]
+    FLAGS.accelerator_type = accelerator(FLAGS.accelerator_type) or None
+    needs_slice = command in ("create", "setup", "run")
+    missing = [f for f in ("name", "zone") + (("accelerator_type",) if needs_slice else ())
+               if not FLAGS[f].value]
     if missing:
         raise TpuError("%s needs %s." % (command, ", ".join("--" + f for f in missing)))
     if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", FLAGS.name):
         raise TpuError("--name %r: lowercase letters, digits and dashes, starting with a letter."
                        % FLAGS.name)
-    if not re.fullmatch(r"all|\d+", FLAGS.worker):
+    if FLAGS.worker is not None and not re.fullmatch(r"all|\d+", FLAGS.worker):
         raise TpuError("--worker %r: 'all' or a host index (0, 1, ...)." % FLAGS.worker)
     for flag in ("remote_dir", "job"):   # both end up in shell command lines on the hosts
         if not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.\-]*", FLAGS[flag].value):
             raise TpuError("--%s %r: letters, digits, '.', '_' and '-' only." % (flag, FLAGS[flag].value))
-    if command in ("create", "run"):
+    if needs_slice:
         slice_shape(FLAGS.accelerator_type)
+    if command in ("create", "run"):
         check_zone(FLAGS.zone, FLAGS.accelerator_type)
     if program and command != "run":
         raise TpuError("%s takes no command (%s)." % (command, " ".join(program)))

@@ -4,7 +4,8 @@
     one_device              `device` (e.g. /gpu:0)
     mirrored                all local GPUs, or `devices`
     multi_worker_mirrored   hosts described by TF_CONFIG (see launch.run)
-    tpu                     `tpu="local"` on a TPU VM, or a TPU/pod name via TPUClusterResolver
+    tpu                     `tpu="local"` on a single-host TPU VM, or the TPU's name from worker 0
+                            of a pod slice (TPUStrategy is single-client: see `_tpu_strategy`)
 """
 
 import dataclasses
@@ -89,17 +90,61 @@ def make_strategy(name="default", device=None, devices=None, tpu=None):
             raise StrategyError("multi_worker_mirrored needs TF_CONFIG (start the workers with "
                                 "`python -m launch.run --nnodes=... -m launch.pretrain ...`).")
         return tf.distribute.MultiWorkerMirroredStrategy()
+    return _tpu_strategy(tpu)
+
+
+def _tpu_strategy(tpu):
+    """TPUStrategy, single-client: this one process drives every host of the slice.
+
+    On a single-host slice (v4-8, v5e-8, ...) tpu="local" reaches the chips of this VM. On a pod
+    slice (several hosts) the process runs on worker 0 only, with tpu=<the TPU's name> and
+    TPU_LOAD_LIBRARY=0 (set before TensorFlow is imported, so that this client does not take the
+    local chips that the host's TPU runtime serves to the slice); nothing runs on the other hosts.
+    """
     if not tpu:
-        raise StrategyError("strategy 'tpu' needs tpu='local' (on a TPU VM) or the TPU's name.")
+        raise StrategyError("strategy 'tpu' needs distribute.tpu='local' (a single-host TPU VM) or "
+                            "the TPU's name (a pod slice, from its worker 0).")
+    worker = tpu_worker_number()
+    if worker:
+        raise StrategyError(
+            "This TPU VM is worker %d of its slice. TensorFlow's TPUStrategy is single-client: one "
+            "process on worker 0 drives every host of the slice, and nothing runs on the others. "
+            "Start the program on worker 0 only (`python -m launch.tpu_vm run` does)." % worker)
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         if tpu != "local":
             tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except Exception as e:  # TF raises ValueError/NotFoundError/RuntimeError depending on the failure
-        raise StrategyError("Cannot reach TPU %r: %s. On a TPU VM use tpu='local'; for a pod use its "
-                            "name and run on every worker (python -m launch.tpu_vm run ...)." % (tpu, e))
+        raise StrategyError(
+            "Cannot reach TPU %r: %s. On a single-host TPU VM use distribute.tpu='local'; for a pod "
+            "slice use the TPU's name and run on worker 0 only (python -m launch.tpu_vm run)."
+            % (tpu, e))
     return tf.distribute.TPUStrategy(resolver)
+
+
+# The index of this host in its TPU slice, from the TPU VM's metadata.
+_WORKER_NUMBER_URL = ("http://metadata.google.internal/computeMetadata/v1/instance/attributes/"
+                      "agent-worker-number")
+
+
+def tpu_worker_number(timeout: float = 2.0) -> Optional[int]:
+    """This host's index in its TPU slice (0 = worker 0), or None when it is not a TPU VM.
+
+    Read from the TPU VM metadata attribute `agent-worker-number`; the environment variable
+    TPU_WORKER_ID, when set, takes precedence (tests, or a runtime that exports it).
+    """
+    if os.environ.get("TPU_WORKER_ID", "").strip().isdigit():
+        return int(os.environ["TPU_WORKER_ID"])
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(_WORKER_NUMBER_URL, headers={"Metadata-Flavor": "Google"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.read().decode().strip())
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
 
 
 def worker_info(strategy) -> WorkerInfo:

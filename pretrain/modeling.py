@@ -94,12 +94,23 @@ def attention_bias(input_mask, segment_ids, kind: str):
     return tf.where(allowed, 0.0, _NEG)[:, None, :, :]
 
 
+def fold_in(seed, data):
+    """A new stateless seed from `seed` [2] and an integer: the same bits on every device and
+    with or without XLA (the Philox algorithm named, not the platform's default)."""
+    return tf.random.experimental.stateless_fold_in(seed, data, alg="philox")
+
+
 def dropout(x, rate: float, seed, site: int, training: bool):
-    """Inverted dropout whose mask is a pure function of (seed, site): replayable."""
+    """Inverted dropout whose mask is a pure function of (seed, site): replayable.
+
+    The mask compares raw 32-bit Philox draws with rate * 2^32: XLA and TensorFlow's kernels draw
+    the same bits (they turn them into floats differently), so a step compiled for a TPU or with
+    jit_compile drops exactly the units the uncompiled step drops."""
     if not training or rate <= 0.0:
         return x
-    site_seed = tf.random.experimental.stateless_fold_in(seed, site)
-    keep = tf.random.stateless_uniform(tf.shape(x), site_seed, dtype=tf.float32) >= rate
+    bits = tf.random.stateless_uniform(tf.shape(x), fold_in(seed, site), minval=None, maxval=None,
+                                       dtype=tf.uint32, alg="philox")
+    keep = bits >= tf.constant(min(int(rate * 2.0 ** 32), 2 ** 32 - 1), tf.uint32)
     return tf.where(keep, x / tf.cast(1.0 - rate, x.dtype), tf.zeros_like(x))
 
 

@@ -21,8 +21,9 @@ so phase 2 of a two-phase recipe continues the step count.
 
 Around the optimizer, in the trainer: `transform_gradients` (per-variable hooks such as per-variable
 clipping, after the all-reduce and before global-norm clipping), `apply_update` (one update in
-cross-replica context with gradients already summed over replicas and micro-batches; it counts
-updates, never micro-batches) and `WeightAverage` (EMA of the weights, exportable).
+replica context with gradients already summed over replicas and micro-batches), `count_update`
+(the update counters: they count updates, never micro-batches) and `WeightAverage` (EMA of the
+weights, exportable).
 `build_optimizer(config.optimizer, total_steps)` builds all of it from a config.
 """
 
@@ -252,12 +253,6 @@ class _Wrapper(keras.optimizers.Optimizer):
         super().build(var_list)
         self.inner.build(var_list)
 
-    def finish_update(self):
-        self.inner.iterations.assign_add(1)
-        finish = getattr(self.inner, "finish_update", None)
-        if finish:
-            finish()
-
 
 class ScaledLR(_Wrapper):
     """Per-variable learning-rate multipliers: `multipliers` maps variable paths to factors
@@ -404,22 +399,31 @@ def transform_gradients(transforms, grads, variables):
 
 # ------------------------------------------------------------------------------- updates
 
-def apply_update(optimizer, grads, variables, strategy):
-    """One optimizer update in cross-replica context with already-reduced gradients.
+def apply_update(optimizer, grads, variables):
+    """One optimizer update, in replica context, with gradients already reduced over replicas and
+    micro-batches: every replica applies the same update to its own copy of each variable.
 
-    Keras 3 optimizers all-reduce gradients themselves when called in replica context and use
-    `merge_call`, which cannot sit inside the `tf.cond` of our non-finite guard; here each
-    variable is updated on every device with that device's (identical) reduced gradient. The
-    update counter (and those of wrapped optimizers) advances once per call.
+    Keras's `apply_gradients` all-reduces by itself and goes through `merge_call`, which cannot sit
+    inside the `tf.cond` of the trainer's non-finite guard. Here every assignment is to a variable
+    with aggregation NONE (the parameters and every optimizer slot), which in replica context
+    updates the local copy and needs no cross-replica call: the same code runs under the default
+    strategy, MirroredStrategy, MultiWorkerMirroredStrategy and inside a TPU's XLA computation.
+    The update counters are advanced by `count_update`, outside any conditional.
     """
     lr = optimizer.learning_rate
     for grad, var in zip(grads, variables):
-        strategy.extended.update(var.value, lambda v, g: optimizer.update_step(g, v, lr),
-                                 args=(grad,), group=False)
-    optimizer.iterations.assign_add(1)
-    finish = getattr(optimizer, "finish_update", None)
-    if finish:
-        finish()
+        optimizer.update_step(grad, var, lr)
+
+
+def count_update(optimizer, applied=True):
+    """Advances the update counter of `optimizer` and of every optimizer it wraps by 1 if
+    `applied` (a bool tensor), else 0. Counters are `iterations`, aggregated ONLY_FIRST_REPLICA
+    by Keras: in replica context they go through `merge_call`, so this must not run inside a
+    `tf.cond` or `tf.while_loop` of the replica function."""
+    n = tf.cast(applied, tf.int64)
+    while optimizer is not None:
+        optimizer.iterations.assign_add(tf.cast(n, optimizer.iterations.dtype))
+        optimizer = getattr(optimizer, "inner", None)
 
 
 class WeightAverage(tf.Module):

@@ -1,16 +1,21 @@
 """The pretraining loop: one code path for CPU, GPUs, several hosts and TPUs (`tf.distribute`).
 
-One update (`_replica_grads` on every replica, then `_apply` once):
+One update is `replica_step` on every replica (`strategy.run`); it is the whole of what a TPU
+compiles with XLA, and it needs nothing from the host:
   1. the replica's batch of k * b rows is counted (targets per loss) and the counts are summed
      over replicas, so every loss is normalised by the global number of targets of the update;
   2. k micro-batches of b rows run forward/backward one after the other (a `tf.while_loop`, so only
      one micro-batch's activations live at a time); gradients are summed locally;
   3. ONE all-reduce of the summed gradients; float16 loss-scale unscaling; per-variable gradient
      transforms (config.optimizer.gradient_transforms); global-norm clipping;
-  4. ONE optimizer update, in cross-replica context, guarded: a non-finite gradient skips the
-     update and is counted (float16 halves its loss scale instead); N in a row abort the run.
-     The EMA of the weights (optimizer.ema_decay) follows each applied update.
+  4. ONE optimizer update, guarded: a non-finite gradient skips the update and is counted (float16
+     halves its loss scale instead); N in a row abort the run. Every replica applies the same
+     reduced update to its own copy of the variables (replica-local assignments: no merge_call,
+     no host round trip), and the EMA of the weights (optimizer.ema_decay) follows it.
 `steps_per_loop` updates run inside one `tf.function` call (what TPUs need for throughput).
+With `train.jit_compile`, a single-replica run compiles the whole `replica_step` with XLA, as
+TPUStrategy does; multi-replica GPU/CPU runs compile the forward/backward pass (the collectives
+stay outside XLA there).
 
 State (model, optimizer, step, loss scale, and the tf.data iterator position) is checkpointed
 with `tf.train.CheckpointManager`, so a resumed run continues with exactly the batches and
@@ -30,11 +35,12 @@ import time
 from typing import Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from data_pipeline import loader
 from pretrain import distribute, objectives, optimizers
-from pretrain.modeling import BertConfig, build_model
+from pretrain.modeling import BertConfig, build_model, fold_in
 
 CONFIG_FILE = "config.json"
 _RUN_IDENTITY = ("task", "model", "data", "seed")   # config parts a resumed run may not change
@@ -106,8 +112,8 @@ class Trainer:
                 loader.check_pair_batching(c.train.global_batch_size, replicas, k)
             except loader.ManifestError as e:
                 raise TrainError(str(e))
-        if c.train.precision not in ("float32", "bfloat16", "float16"):
-            raise TrainError("train.precision must be float32, bfloat16 or float16, got %r"
+        if c.train.precision not in ("auto", "float32", "bfloat16", "float16"):
+            raise TrainError("train.precision must be auto, float32, bfloat16 or float16, got %r"
                              % c.train.precision)
         if c.data.worker_split not in ("files", "rows"):
             raise TrainError("data.worker_split must be 'files' or 'rows', got %r"
@@ -127,19 +133,27 @@ class Trainer:
     def resolved_config(self):
         d = json.loads(self.c.to_json())
         d["model"] = self.model_config.to_dict()
+        d["train"]["precision"] = self.precision
         return d
+
+    @property
+    def precision(self):
+        """train.precision, with "auto" resolved: bfloat16 on TPUs, float32 elsewhere."""
+        if self.c.train.precision == "auto":
+            return "bfloat16" if self.on_tpu else "float32"
+        return self.c.train.precision
 
     # -------------------------------------------------------------------------------- state
 
     def _build_state(self):
         c = self.c
         policy = {"float32": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-        self.fp16 = c.train.precision == "float16"
+        self.fp16 = self.precision == "float16"
         keras.utils.set_random_seed(c.seed)  # same seed, same initial weights
         with self.strategy.scope():
             self.model = build_model(self.model_config, recompute=c.train.recompute,
                                      with_nsp=self.with_nsp,
-                                     dtype_policy=policy[c.train.precision])
+                                     dtype_policy=policy[self.precision])
             # The pooler only learns from NSP/SOP or SimBERT's similarity loss; otherwise it has no
             # gradient and is left out of the updates (it keeps its initial values).
             pooler = {id(v) for v in self.model.pooler.weights}
@@ -161,8 +175,10 @@ class Trainer:
             self.loss_scale = tf.Variable(2.0 ** 15 if self.fp16 else 1.0, trainable=False,
                                           name="loss_scale")
             self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
-            self.nonfinite_total = tf.Variable(0, dtype=tf.int64, trainable=False)
-            self.nonfinite_in_a_row = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.nonfinite_total = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                               name="nonfinite_total")
+            self.nonfinite_in_a_row = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                                  name="nonfinite_in_a_row")
         # The train stream is one plain tf.data iterator per worker, split across the worker's
         # replicas inside the step: unlike a distributed iterator it can be checkpointed, so a
         # resumed run continues at the exact batch (and shuffle-buffer state) where it stopped.
@@ -186,8 +202,30 @@ class Trainer:
                 os.path.join(self.checkpoint_dir, _data_dir_name(self.info.task_id, self.info.num_workers)),
                 max_to_keep=c.train.keep_checkpoints + 1)
         self._train_loop = tf.function(self._loop)
-        self._micro = tf.function(self._micro_step, jit_compile=True) if c.train.jit_compile \
-            else self._micro_step
+        self._micro, self._step_fn = self._micro_step, self.replica_step
+        if c.train.jit_compile and not self.on_tpu:   # a TPU compiles the replica step itself
+            if self.strategy.num_replicas_in_sync == 1:
+                self._step_fn = tf.function(self.replica_step, jit_compile=True)
+            else:
+                self._micro = tf.function(self._micro_step, jit_compile=True)
+
+    @property
+    def on_tpu(self):
+        return isinstance(self.strategy, (tf.distribute.TPUStrategy,))
+
+    def checkpoint_variables(self):
+        """Every variable of the training state: model, optimizer (wrapped ones too), EMA shadows
+        and the counters."""
+        out = list(self.model.weights)
+        optimizer = self.optimizer
+        while optimizer is not None:
+            out += list(optimizer.variables)
+            optimizer = getattr(optimizer, "inner", None)
+        out += [self.step, self.loss_scale, self.good_steps, self.nonfinite_total,
+                self.nonfinite_in_a_row]
+        if self.ema is not None:
+            out += list(self.ema.averages) + [self.ema.updates]
+        return out
 
     @property
     def shared_stream(self):
@@ -227,8 +265,9 @@ class Trainer:
         c = self.c
         ds = loader.make_dataset(self.manifest, batch_size=c.train.global_batch_size, split="eval",
                                  seed=c.seed, training=False,
-                                 # SimBERT gathers equal-sized slices from every replica.
-                                 drop_remainder=self.task == "simbert")
+                                 # SimBERT gathers equal-sized slices from every replica; a TPU
+                                 # compiles for one static batch shape.
+                                 drop_remainder=self.task == "simbert" or self.on_tpu)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return self.strategy.experimental_distribute_dataset(ds.with_options(options))
@@ -273,6 +312,20 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- one update
 
+    def replica_step(self, batch):
+        """One whole update on one replica (see the module docstring): what `strategy.run`
+        executes every step, and what TPUStrategy compiles with XLA. Static shapes, no host
+        callback, no cross-replica call inside a conditional. Returns ({metric: local sum},
+        global gradient norm)."""
+        ctx = tf.distribute.get_replica_context()
+        seed = fold_in(fold_in(tf.constant([self.c.seed, 0], tf.int64), self.step),
+                       ctx.replica_id_in_sync_group)
+        grads, metrics, norm = self._replica_grads(batch, seed)
+        applied = self._apply(grads, tf.math.is_finite(norm))
+        optimizers.count_update(self.optimizer, applied)   # aggregated counters: not in the cond
+        self.step.assign_add(1)
+        return metrics, norm
+
     def _micro_step(self, batch, counts, seed):
         with tf.GradientTape() as tape:
             loss, metrics = objectives.loss_and_metrics(
@@ -285,26 +338,27 @@ class Trainer:
 
     def _replica_grads(self, batch, seed):
         ctx = tf.distribute.get_replica_context()
-        seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
         k = self.c.train.micro_batches
         counts = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
                                 objectives.target_counts(self.task, batch, self.with_nsp))
         if k == 1:
             grads, metrics = self._micro(batch, counts, seed)
         else:
-            rows = tf.shape(batch["input_ids"])[0] // k
-            variables = self.variables
+            # [k * b, ...] -> [k, b, ...]; micro-batch i is a gather along the first axis (static
+            # shapes for XLA, where a slice at a loop-dependent offset is not).
+            split = {key: tf.reshape(value, tf.concat([[k, -1], tf.shape(value)[1:]], 0))
+                     for key, value in batch.items()}
             names = self.metric_names
 
             def body(i, grads, metrics):
-                micro = {key: value[i * rows:(i + 1) * rows] for key, value in batch.items()}
-                g, m = self._micro(micro, counts, tf.random.experimental.stateless_fold_in(seed, 1000 + i))
+                micro = {key: tf.gather(value, i) for key, value in split.items()}
+                g, m = self._micro(micro, counts, fold_in(seed, 1000 + i))
                 return (i + 1, [a + b for a, b in zip(grads, g)],
                         [metrics[j] + m[name] for j, name in enumerate(names)])
 
             _, grads, sums = tf.while_loop(
                 lambda i, *_: i < k, body,
-                (tf.constant(0), [tf.zeros_like(v.value) for v in variables],
+                (tf.constant(0), [tf.zeros_like(v.value) for v in self.variables],
                  [tf.constant(0.0) for _ in names]))
             metrics = dict(zip(names, sums))
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)   # the one gradient reduction
@@ -323,21 +377,19 @@ class Trainer:
         norm = tf.constant(0.0)
         for _ in tf.range(steps):
             batch = self._split_to_replicas(next(iterator))
-            seed = tf.random.experimental.stateless_fold_in(
-                tf.constant([self.c.seed, 0], tf.int64), self.step)
-            grads, metrics, norms = self.strategy.run(self._replica_grads, args=(batch, seed))
+            metrics, norms = self.strategy.run(self._step_fn, args=(batch,))
             norm = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, norms, axis=None)  # equal
-            self._apply(grads, tf.math.is_finite(norm))
             totals = [t + self.strategy.reduce(tf.distribute.ReduceOp.SUM, metrics[n], axis=None)
                       for t, n in zip(totals, names)]
-            self.step.assign_add(1)
         return dict(zip(names, totals)), norm
 
     def _apply(self, grads, finite):
-        variables = self.variables
+        """The guarded update, in replica context; returns whether it was applied. Every replica
+        holds the same reduced gradients, hence takes the same branch; every assignment below is
+        to a variable with aggregation NONE, which stays on this replica's copy."""
 
         def update():
-            optimizers.apply_update(self.optimizer, grads, variables, self.strategy)
+            optimizers.apply_update(self.optimizer, grads, self.variables)
             if self.ema is not None:
                 self.ema.update(self.model.trainable_variables)
             self.nonfinite_in_a_row.assign(0)
@@ -494,10 +546,16 @@ class Trainer:
             lambda v: tf.distribute.get_replica_context().all_gather(v[None], axis=0), args=(value,))
 
     def _from_every_replica(self, value):
-        """An int from every replica of every worker (one all-gather): a numpy array."""
+        """An integer in [0, 2**48) from every replica of every worker: a numpy int64 array.
+
+        One all-gather of float32 pairs (value // 2**24, value % 2**24), each exact in float32:
+        float32 collectives exist everywhere (NCCL, gRPC/ring, XLA on TPUs), while integer ones
+        are not registered for every device and build."""
+        high, low = divmod(int(value), 1 << 24)
         with self.strategy.scope():
-            gathered = self._gather(tf.constant(value, tf.int64))
-        return self.strategy.experimental_local_results(gathered)[0].numpy()
+            gathered = self._gather(tf.constant([high, low], tf.float32))
+        pairs = self.strategy.experimental_local_results(gathered)[0].numpy().astype(np.int64)
+        return (pairs[:, 0] << 24) | pairs[:, 1]
 
     # ------------------------------------------------------------------------------ output
 

@@ -23,6 +23,11 @@ _logical_cpus()
 _STRATEGIES = {}
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "smoke: the end-to-end subset that .ci/run also runs on the "
+                            "TensorFlow of TPU VMs (requirements-tpu.txt)")
+
+
 def mirrored(replicas):
     """One MirroredStrategy per replica count for the whole session: separate instances would
     reuse the same collective-op instance keys and abort each other's all-gathers."""

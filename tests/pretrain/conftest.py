@@ -1,7 +1,7 @@
 import pytest
 
 from configs import base
-from data_pipeline import builder, sources
+from data_pipeline import builder, sources, tasks
 from data_pipeline.instances import InstanceConfig
 
 
@@ -26,3 +26,28 @@ def tiny_config(data_dir, **train):
     c.train.update(**train)
     c.optimizer.update(learning_rate=1e-3, warmup_steps=2, decay_steps=100)
     return c
+
+
+def _task_data(tmp_path_factory, name, inputs, task, **kw):
+    out = tmp_path_factory.mktemp(name)
+    builder.build(builder.BuildConfig(
+        output_dir=str(out), vocab=kw.pop("vocab"), progress=False, num_shards=2, docs_per_chunk=16,
+        instance=kw.pop("instance", InstanceConfig(seq_len=32)), task=task,
+        source=sources.SourceConfig(inputs=tuple(inputs)), **kw))
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def task_data(corpus_dir, wordpiece_vocab, seq2seq_jsonl, groups_jsonl, tmp_path_factory):
+    """{name: data directory} for every sample type the trainer takes: MLM packed and in sentence
+    pairs (NSP), UniLM, causal LM and SimBERT groups, all seq 32."""
+    text = (str(corpus_dir / "en.txt"), str(corpus_dir / "zh.txt"))
+    return {
+        "mlm_pairs": _task_data(tmp_path_factory, "pairs", text, tasks.TaskConfig(),
+                                vocab=wordpiece_vocab, instance=InstanceConfig(seq_len=32, layout="pairs")),
+        "unilm": _task_data(tmp_path_factory, "unilm", [seq2seq_jsonl],
+                            tasks.TaskConfig(task="unilm", max_target_len=12), vocab=wordpiece_vocab),
+        "lm": _task_data(tmp_path_factory, "lm", text, tasks.TaskConfig(task="lm"), vocab=wordpiece_vocab),
+        "simbert": _task_data(tmp_path_factory, "simbert", [groups_jsonl], tasks.TaskConfig(task="simbert"),
+                              vocab=wordpiece_vocab),
+    }

@@ -2,7 +2,8 @@
 
 Every case runs the way the trainer runs: 2 replicas of a MirroredStrategy on logical CPUs, k=3
 micro-batches per update summed locally, one all-reduce, per-variable gradient transforms,
-global-norm clipping, then `optimizers.apply_update` in cross-replica context and the EMA update.
+global-norm clipping, then `optimizers.apply_update` and the EMA update on every replica (replica
+context, as the trainer's step does) and `optimizers.count_update`.
 The variables carry BERT-like paths so the exclusion lists, layer-wise decay and lazy rows act on
 them; one of them starts at zero (LAMB's zero-norm branch). Each case is checked for 12 updates at
 1e-6, and a run cut after 6 updates and restored from a checkpoint into fresh objects must end
@@ -115,13 +116,13 @@ class TFRun:
         grads = optimizers.transform_gradients(self.transforms, grads, self.variables)
         if self.clip_norm:
             grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
-        return grads
-
-    def _step(self, t):
-        grads = self.strategy.run(self._replica, args=(t,))
-        optimizers.apply_update(self.optimizer, grads, self.variables, self.strategy)
+        optimizers.apply_update(self.optimizer, grads, self.variables)
         if self.ema is not None:
             self.ema.update(self.variables)
+        optimizers.count_update(self.optimizer)
+
+    def _step(self, t):
+        self.strategy.run(self._replica, args=(t,))
 
     def run(self, first, last):
         trajectory = []
