@@ -5,7 +5,9 @@ through `tf.io.gfile`, imported only then, so building data from local text neve
 """
 
 import glob as _glob
+import hashlib
 import io
+import json
 import os
 import shutil
 
@@ -46,11 +48,43 @@ def read_bytes(path: str) -> bytes:
 
 
 def write_bytes_atomic(path: str, data: bytes):
-    """Writes to a temporary name, then renames: readers never see a half-written file."""
+    """Writes to a temporary name, then renames: readers never see a half-written file. On a
+    write error (a full disk) the temporary file is removed and the error raised."""
     tmp = path + ".tmp-%d" % os.getpid()
-    with open_write(tmp) as f:
-        f.write(data)
+    try:
+        with open_write(tmp) as f:
+            f.write(data)
+    except BaseException:
+        remove(tmp)
+        raise
     rename(tmp, path)
+
+
+def read_json(path: str):
+    return json.loads(read_bytes(path))
+
+
+def write_json_atomic(path: str, value, indent=2):
+    write_bytes_atomic(path, (json.dumps(value, indent=indent) + "\n").encode("utf-8"))
+
+
+def sha256(path: str) -> str:
+    """The sha256 of a file, read in 4 MB pieces (hex)."""
+    digest = hashlib.sha256()
+    with open_read(path) as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy(src: str, dst: str):
+    """Copies one file (local or remote, either side) to `dst`, atomically."""
+    if not is_remote(src) and not is_remote(dst):
+        tmp = _local(dst) + ".tmp-%d" % os.getpid()
+        shutil.copyfile(_local(src), tmp)
+        os.replace(tmp, _local(dst))
+        return
+    write_bytes_atomic(dst, read_bytes(src))
 
 
 def exists(path: str) -> bool:
@@ -84,7 +118,7 @@ def listdir(path: str):
 def makedirs(path: str):
     if not is_remote(path):
         os.makedirs(_local(path), exist_ok=True)
-    else:
+    elif not path.startswith("gs://"):   # Cloud Storage has no directories: objects make them
         _gfile().makedirs(path)
 
 
@@ -96,13 +130,18 @@ def rename(src: str, dst: str):
 
 
 def remove(path: str):
+    """Removes a file, or a directory with everything in it; nothing if there is nothing there."""
     if not is_remote(path):
         if os.path.isdir(_local(path)):
             shutil.rmtree(_local(path))
         elif os.path.exists(_local(path)):
             os.remove(_local(path))
-    elif _gfile().exists(path):
-        _gfile().remove(path)
+        return
+    g = _gfile()
+    if g.isdir(path):
+        g.rmtree(path)
+    elif g.exists(path):
+        g.remove(path)
 
 
 def join(*parts: str) -> str:

@@ -209,6 +209,16 @@ def list_names(url: str, c=None):
         b.name[len(start):] for b in c.list_blobs(bucket_name, prefix=start)))
 
 
+def list_sizes(url: str, c=None) -> dict:
+    """{name: (bytes, CRC32C)} of the objects directly under url/, in one listing."""
+    c = c or client()
+    bucket_name, prefix = split(url)
+    start = prefix + "/" if prefix else ""
+    return _call(url, "list", lambda: {
+        b.name[len(start):]: (b.size, b.crc32c) for b in c.list_blobs(bucket_name, prefix=start)
+        if "/" not in b.name[len(start):]})
+
+
 def read_bytes(url: str, c=None) -> bytes:
     c = c or client()
     bucket_name, name = split(url)

@@ -1,0 +1,1 @@
+from tests.export.conftest import gcs_emulator  # noqa: F401  (the GCS emulator fixture)
