@@ -1,6 +1,6 @@
 """The TFRecord feature layouts, defined once for the writer (builder) and the reader (loader).
 
-`google`: google-research/bert's static-mask layout (CONTRACTS.md §1), readable by its
+`google`: google-research/bert's static-mask layout (docs/FORMATS.md §1), readable by its
   run_pretraining.py and by TF Model Garden unchanged. Padding value 0.
 `dynamic`: token ids plus word-start flags; the loader draws the mask each epoch. Padding with the
   vocabulary's [PAD] id (the attention mask is `input_ids != pad`). `segment_ids` and

@@ -11,7 +11,7 @@ Each task turns the items the reader yields into record columns (`schema` define
     segment is split at a point drawn inside its real length (1 <= point < length): source before,
     target after.
   * `simbert`: `{"text": ..., "synonyms": [...]}` -> the group's distinct members, tokenized without
-    special tokens; the loader draws a different pair every epoch (CONTRACTS.md §5).
+    special tokens; the loader draws a different pair every epoch (docs/FORMATS.md §5).
   * `lm`: documents, each followed by [SEP], concatenated and cut into windows of seq_len tokens.
 
 Bad records (missing fields, empty texts, a target over the budget, duplicates-only groups) are
@@ -207,8 +207,8 @@ class TaskBuilder:
                                  % ("source" if not len(source) else "target")))
                 continue
             if t.max_target_len is not None and len(target) > t.max_target_len:
-                _count(stats, "targets_truncated", 1)
-                _count(stats, "target_tokens_cut", len(target) - t.max_target_len)
+                _add_count(stats, "targets_truncated", 1)
+                _add_count(stats, "target_tokens_cut", len(target) - t.max_target_len)
                 target = target[:t.max_target_len]
             if len(target) > budget - 1:
                 problems.append((record.origin, "target of %d tokens leaves no room for the source "
@@ -219,8 +219,8 @@ class TaskBuilder:
             if t.max_source_len is not None:
                 room = min(room, t.max_source_len)
             if len(source) > room:
-                _count(stats, "sources_truncated", 1)
-                _count(stats, "source_tokens_cut", len(source) - room)
+                _add_count(stats, "sources_truncated", 1)
+                _add_count(stats, "source_tokens_cut", len(source) - room)
                 source = source[:room]
             rows.append(self._seq2seq(source, target))
         return rows
@@ -242,7 +242,7 @@ class TaskBuilder:
 
     def _split(self, tokens, rng, stats):
         if len(tokens) < 2:
-            _count(stats, "segments_too_short", 1)
+            _add_count(stats, "segments_too_short", 1)
             return []
         point = rng.randint(1, len(tokens) - 1)  # inside the real length: both sides non-empty
         return [self._seq2seq(tokens[:point], tokens[point:])]
@@ -264,7 +264,7 @@ class TaskBuilder:
             group = []
             for ids in encoded[k:k + len(record.texts)]:
                 if len(ids) > limit:
-                    _count(stats, "members_truncated", 1)
+                    _add_count(stats, "members_truncated", 1)
                     ids = ids[:limit]
                 if len(ids) and not any(np.array_equal(ids, g) for g in group):
                     group.append(ids)
@@ -278,9 +278,9 @@ class TaskBuilder:
             return None, 0
         stats["instances"] = stats.get("instances", 0) + len(members)
         stats["tokens"] = stats.get("tokens", 0) + int(sum(len(m) for m in members))
-        _count(stats, "group_members", int(sum(len(x) for x in lengths)))
+        _add_count(stats, "group_members", int(sum(len(x) for x in lengths)))
         return {"member_ids": members, "member_lengths": lengths}, len(members)
 
 
-def _count(stats, key, n):
+def _add_count(stats, key, n):
     stats[key] = stats.get(key, 0) + n

@@ -8,11 +8,11 @@ k micro-batches of b give the same gradient as one batch of k*b.
 
 Tasks:
   mlm      masked LM at the masked positions only (+ NSP/SOP when `with_nsp`), bidirectional mask;
-  unilm    next-token loss on the target part, UniLM mask from segment ids (CONTRACTS.md §4);
+  unilm    next-token loss on the target part, UniLM mask from segment ids (docs/FORMATS.md §4);
   lm       next-token loss on every real token after the first, causal mask;
   simbert  unilm + in-batch similarity: L2-normalised pooled [CLS], cosine x 30, own row excluded,
            the partner row (2k <-> 2k+1) as label, contrasted against the *global* batch (pooled
-           vectors are gathered from every replica) (CONTRACTS.md §5).
+           vectors are gathered from every replica) (docs/FORMATS.md §5).
 """
 
 import tensorflow as tf

@@ -1,4 +1,4 @@
-"""A plain-Python statement of Google's BERT tokenization rules (CONTRACTS.md §3), used as the oracle.
+"""A plain-Python statement of Google's BERT tokenization rules (docs/FORMATS.md §3), used as the oracle.
 
 Written from the specification of google-research/bert's BasicTokenizer + WordpieceTokenizer:
 clean text (drop NUL, U+FFFD and C* characters; Zs and \\t\\n\\r become spaces), put spaces around CJK
