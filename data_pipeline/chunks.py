@@ -203,3 +203,8 @@ def init_worker(settings: ChunkSettings):
 
 def run_chunk(args):
     return _PROCESSOR.process(*args)
+
+
+def worker_processor() -> "ChunkProcessor":
+    """The ChunkProcessor of this worker process (after init_worker)."""
+    return _PROCESSOR

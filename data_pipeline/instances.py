@@ -205,7 +205,7 @@ def _pairs(documents, index, config, layout, rng, stats):
             a, b = chunk[:a_end], chunk[a_end:]
             label = 0
             if config.sentence_task == "nsp" and (not b or rng.random() < 0.5):
-                other = _random_continuation(documents, index, target - _count(a), rng)
+                other = _random_continuation(documents, index, target - _span_tokens(a), rng)
                 if other is not None:
                     i -= len(b)  # the segments B would have used go back into the document
                     b, label = other, 1
@@ -220,7 +220,7 @@ def _pairs(documents, index, config, layout, rng, stats):
         i += 1
 
 
-def _count(sentences):
+def _span_tokens(sentences):
     return sum(end - begin for begin, end, _ in sentences)
 
 
@@ -250,7 +250,7 @@ def _split_sentence(sentence, rng):
 def _trim_pair(a, b, max_tokens, rng, stats):
     """Trims the longer side, from the front or the back at random, until A+B fits."""
     cut = [[0, 0], [0, 0]]  # tokens to drop from [front, back] of A and of B
-    length = [_count(a), _count(b)]
+    length = [_span_tokens(a), _span_tokens(b)]
     while length[0] + length[1] > max_tokens:
         k = 0 if length[0] > length[1] else 1
         cut[k][0 if rng.random() < 0.5 else 1] += 1

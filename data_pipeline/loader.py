@@ -1,8 +1,8 @@
 """tf.data loader for the builder's shards (and for google-research/bert's own records).
 
-    manifest = load_manifest("data/wiki_128")
-    check_manifest(manifest, vocab_size=30522, seq_len=128, task="mlm")
-    ds = make_dataset("data/wiki_128", batch_size=256, seed=1, epoch=0)
+    manifest = Manifest.load("data/wiki_128")
+    manifest.check(vocab_size=30522, seq_len=128, task="mlm")
+    ds = make_dataset(manifest, batch_size=256, seed=1, epoch=0)
 
 Pipeline: files (split per input pipeline for multi-host runs) -> records numbered by (file, index)
 -> interleave -> shuffle -> repeat -> batch (drop_remainder) -> vectorised parse -> in-graph dynamic
@@ -24,18 +24,12 @@ of every group (a pure function of seed, epoch and record) and emits `[CLS] a [S
 batching, so partners stay adjacent; batch sizes must be even (`check_pair_batching`).
 """
 
-import json
 from typing import Optional
 
-from data_pipeline import fs, masking, schema
-from data_pipeline.tokenizer import SpecialIds
+from data_pipeline import masking, schema
+from data_pipeline.manifest import Manifest, ManifestError
 
-MANIFEST = "manifest.json"
 _FILE_BITS = 32
-
-
-class ManifestError(ValueError):
-    """The data directory does not fit the model or the run (vocab, seq_len, task...)."""
 
 
 def check_pair_batching(global_batch_size: int, num_replicas: int = 1, micro_batches: int = 1):
@@ -51,41 +45,10 @@ def check_pair_batching(global_batch_size: int, num_replicas: int = 1, micro_bat
                2 * num_replicas * micro_batches))
 
 
-def load_manifest(data_dir: str) -> dict:
-    """Reads manifest.json; a directory of google-research/bert records needs `google_manifest`."""
-    path = fs.join(data_dir, MANIFEST)
-    if not fs.exists(path):
-        raise ManifestError("%s has no %s: build it with `python -m launch.build_data`, or describe "
-                            "records from google-research/bert with data_pipeline.loader."
-                            "google_manifest(...)." % (data_dir, MANIFEST))
-    manifest = json.loads(fs.read_bytes(path))
-    manifest["data_dir"] = data_dir
-    return manifest
-
-
-def google_manifest(files, seq_len: int, max_predictions: int, compression: Optional[str] = None) -> dict:
-    """A manifest for TFRecords written by google-research/bert's create_pretraining_data.py."""
-    feats = schema.features(schema.GOOGLE, seq_len, max_predictions, pairs=True)
-    return {"record_format": schema.GOOGLE, "task": "mlm", "seq_len": seq_len,
-            "max_predictions_per_seq": max_predictions, "compression": compression,
-            "features": [f.as_dict() for f in feats], "layout": "pairs",
-            "splits": {"train": {"files": list(files)}}, "data_dir": None, "vocab": None}
-
-
-def check_manifest(manifest: dict, vocab_size: Optional[int] = None, seq_len: Optional[int] = None,
-                   task: Optional[str] = None):
-    """Clear errors when data and model disagree."""
-    where = manifest.get("data_dir") or "the records"
-    if task is not None and manifest.get("task") != task:
-        raise ManifestError("%s holds %r samples but the run trains task %r; build data with "
-                            "--task=%s." % (where, manifest.get("task"), task, task))
-    if seq_len is not None and manifest["seq_len"] != seq_len:
-        raise ManifestError("%s was built with seq_len=%d but the run uses seq_len=%d; rebuild the "
-                            "data or change the config." % (where, manifest["seq_len"], seq_len))
-    vocab = manifest.get("vocab")
-    if vocab_size is not None and vocab and vocab["vocab_size"] != vocab_size:
-        raise ManifestError("%s was tokenized with a %d-token vocabulary (%s) but the model has "
-                            "vocab_size=%d." % (where, vocab["vocab_size"], vocab["path"], vocab_size))
+def pipeline_files(num_files: int, num_pipelines: int, pipeline_id: int) -> int:
+    """How many of `num_files` files input pipeline `pipeline_id` of `num_pipelines` reads:
+    `Dataset.shard` gives files id, id + n, id + 2n, ... so some pipelines get one fewer."""
+    return len(range(pipeline_id, num_files, num_pipelines))
 
 
 def make_dataset(data_dir_or_manifest, batch_size: int, split: str = "train", seed: int = 0,
@@ -96,7 +59,7 @@ def make_dataset(data_dir_or_manifest, batch_size: int, split: str = "train", se
     """The batched dataset the trainer consumes.
 
     Args:
-      data_dir_or_manifest: a built directory, or a manifest dict (e.g. from `google_manifest`).
+      data_dir_or_manifest: a built directory, or a `Manifest` (e.g. `Manifest.google(...)`).
       batch_size: per-pipeline batch size (the global batch divided by the input pipelines).
       epoch: the first epoch (an int or a scalar int64 tensor). The dynamic mask of a record is a
         function of (seed, its epoch, its file and index); with training=True the stream repeats
@@ -111,32 +74,20 @@ def make_dataset(data_dir_or_manifest, batch_size: int, split: str = "train", se
     """
     import tensorflow as tf
 
-    m = (data_dir_or_manifest if isinstance(data_dir_or_manifest, dict)
-         else load_manifest(data_dir_or_manifest))
-    if split not in m["splits"]:
-        raise ManifestError("%s has no %r split (it has %s)." % (m.get("data_dir"), split,
-                                                                  ", ".join(m["splits"])))
-    files = [f if m.get("data_dir") is None else fs.join(m["data_dir"], f)
-             for f in m["splits"][split]["files"]]
-    index = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(files), tf.range(len(files), dtype=tf.int64)))
+    m = (data_dir_or_manifest if isinstance(data_dir_or_manifest, Manifest)
+         else Manifest.load(data_dir_or_manifest))
+    files = m.paths(split)
+    pipelines, pipeline_id = 1, 0
     if input_context is not None and input_context.num_input_pipelines > 1:
-        if len(files) < input_context.num_input_pipelines:
+        pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+        if len(files) < pipelines:
             raise ManifestError("%d files cannot feed %d input pipelines; rebuild with "
-                                "--num_shards >= %d." % (len(files), input_context.num_input_pipelines,
-                                                         input_context.num_input_pipelines))
-        index = index.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    groups = m["record_format"] == schema.GROUPS
+                                "--num_shards >= %d." % (len(files), pipelines, pipelines))
+    groups = m.record_format == schema.GROUPS
     if groups:
         check_pair_batching(batch_size)
-    compression = m.get("compression") or ""
-    first_epoch = tf.cast(epoch, tf.int64)
-    if training:
-        # Files reshuffled every pass; record k of the stream belongs to epoch first + k // files.
-        index = index.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-    n_files = tf.constant(len(files) if input_context is None
-                          else -(-len(files) // input_context.num_input_pipelines), tf.int64)
-    index = index.enumerate().map(lambda k, item: (item[0], item[1], first_epoch + k // n_files))
+    compression = m.compression or ""
+    index = file_epochs(files, seed, epoch, training, pipelines, pipeline_id)
 
     def numbered_records(path, file_index, record_epoch):
         records = tf.data.TFRecordDataset(path, compression_type=compression,
@@ -154,29 +105,45 @@ def make_dataset(data_dir_or_manifest, batch_size: int, split: str = "train", se
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _batch_parser(m, seed, masked_lm_prob, max_predictions):
+def file_epochs(files, seed, epoch, training, pipelines=1, pipeline_id=0):
+    """(path, file index, epoch) of every file this input pipeline reads, in reading order.
+
+    `Dataset.shard` gives the pipeline files id, id + n, ...; with training the stream repeats,
+    reshuffled each pass, and the k-th file read belongs to epoch first + k // (this pipeline's
+    own file count): every pass over its files is the next epoch, so it draws fresh masks."""
     import tensorflow as tf
 
-    feats = schema.from_manifest(m["features"])
-    spec = schema.parse_spec(feats)
-    if m["record_format"] == schema.GOOGLE:
+    index = tf.data.Dataset.from_tensor_slices((tf.constant(files), tf.range(len(files), dtype=tf.int64)))
+    if pipelines > 1:
+        index = index.shard(pipelines, pipeline_id)
+    if training:
+        index = index.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+    n_files = tf.constant(pipeline_files(len(files), pipelines, pipeline_id), tf.int64)
+    first = tf.cast(epoch, tf.int64)
+    return index.enumerate().map(lambda k, item: (item[0], item[1], first + k // n_files))
+
+
+def _batch_parser(m: Manifest, seed, masked_lm_prob, max_predictions):
+    import tensorflow as tf
+
+    spec = schema.parse_spec(m.features)
+    if m.record_format == schema.GOOGLE:
         def parse_static(epochs, ids, records):
             ex = tf.io.parse_example(records, spec)
             return {k: (v if v.dtype == tf.float32 else tf.cast(v, tf.int32)) for k, v in ex.items()}
         return parse_static
 
-    vocab = m["vocab"]
-    special = SpecialIds(**vocab["special_ids"])
-    if m["record_format"] in (schema.SEQ2SEQ, schema.LM):
+    special = m.special_ids
+    if m.record_format in (schema.SEQ2SEQ, schema.LM):
         return _sequence_parser(m, spec, special)
-    if m["record_format"] == schema.GROUPS:
+    if m.record_format == schema.GROUPS:
         return _pair_parser(m, spec, special, seed)
-    excluded = set(vocab["not_random_replacements"]) | set(vocab["special_ids"].values())
-    replacement = [i for i in range(vocab["vocab_size"]) if i not in excluded]
+    excluded = set(m.vocab.not_random_replacements) | set(special.as_dict().values())
+    replacement = [i for i in range(m.vocab.vocab_size) if i not in excluded]
     config = masking.MaskingConfig(
-        masked_lm_prob=masked_lm_prob or m["masked_lm_prob"],
-        max_predictions=max_predictions or m["max_predictions_per_seq"])
-    config.validate(m["seq_len"])
+        masked_lm_prob=masked_lm_prob or m.masked_lm_prob,
+        max_predictions=max_predictions or m.max_predictions_per_seq)
+    config.validate(m.seq_len)
     pairs = "segment_ids" in spec
 
     def parse_dynamic(epochs, ids, records):
@@ -213,7 +180,7 @@ def _sequence_batch(tf, input_ids, segment_ids, special, causal):
 def _sequence_parser(m, spec, special):
     import tensorflow as tf
 
-    causal = m["record_format"] == schema.LM
+    causal = m.record_format == schema.LM
 
     def parse(epochs, ids, records):
         ex = tf.io.parse_example(records, spec)
@@ -226,7 +193,7 @@ def _pair_parser(m, spec, special, seed):
     """Draws a pair of distinct members per group and epoch; emits both orders as adjacent rows."""
     import tensorflow as tf
 
-    L = m["seq_len"]
+    L = m.seq_len
 
     def parse(epochs, ids, records):
         ex = tf.io.parse_example(records, spec)

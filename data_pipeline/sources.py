@@ -17,9 +17,12 @@ import json
 import re
 from typing import Iterator, List, Optional
 
-from data_pipeline import fs
+from storage import fs
 
 TFDS_PREFIX = "tfds:"
+DEDUP = ("none", "documents")
+# A named, weighted source: NAME:PATTERN:WEIGHT (e.g. wiki:gs://b/wiki/*.txt:1.0).
+_WEIGHTED = re.compile(r"^([A-Za-z_][\w.-]*):(.+):(\d+(?:\.\d*)?|\.\d+)$")
 _INVALID_BYTE = re.compile("[\udc80-\udcff]")  # How surrogateescape decoding marks a bad byte.
 _MAX_REPORTED = 5
 
@@ -37,6 +40,7 @@ class SourceConfig:
     tfds_split: str = "train"
     max_document_chars: int = 1_000_000
     allow_empty_files: bool = False
+    dedup: str = "none"               # none | documents (exact duplicates after normalisation)
 
 
 @dataclasses.dataclass
@@ -58,12 +62,43 @@ class ReadStats:
             self.problems.append((path, line, reason))
 
 
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One input of a build: a path, glob or tfds: entry, with a name and a weight when mixed."""
+    name: str
+    pattern: str
+    weight: float = 1.0
+
+
+def parse_inputs(inputs) -> List[Source]:
+    """--input entries -> Sources. An entry is PATTERN (weight 1), or NAME:PATTERN:WEIGHT to mix
+    corpora: a weight above 1 repeats a source's documents, below 1 samples them."""
+    out = []
+    for k, entry in enumerate(inputs):
+        m = _WEIGHTED.match(entry)
+        if m and m.group(1) != TFDS_PREFIX[:-1]:
+            source = Source(m.group(1), m.group(2), float(m.group(3)))
+            if source.weight <= 0:
+                raise InputError("--input %r: the weight must be > 0 (leave the source out "
+                                 "instead)." % entry)
+        else:
+            source = Source("input%d" % k, entry)
+        out.append(source)
+    names = [s.name for s in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError("--input names %s more than once: give each source its own name."
+                         % ", ".join(twice))
+    return out
+
+
 def resolve_inputs(inputs) -> List[str]:
-    """Expands globs; errors name the pattern that matched nothing."""
+    """Expands the --input entries (names and weights aside) into paths, in order; errors name
+    the pattern that matched nothing."""
     if not inputs:
         raise InputError("No input given: pass --input=FILE[,GLOB,tfds:NAME,...].")
     paths = []
-    for pattern in inputs:
+    for pattern in (s.pattern for s in parse_inputs(inputs)):
         if pattern.startswith(TFDS_PREFIX):
             paths.append(pattern)
             continue

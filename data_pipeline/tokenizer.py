@@ -371,7 +371,7 @@ def _lookup_specials(index, path, names):
 
 
 def _read_bytes(path):
-    from data_pipeline import fs
+    from storage import fs
 
     try:
         return fs.read_bytes(path)

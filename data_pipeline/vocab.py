@@ -8,7 +8,7 @@ the embedding table.
 import io
 from typing import Iterable
 
-from data_pipeline import fs
+from storage import fs
 from data_pipeline.tokenizer import SPECIAL_TOKEN_NAMES, load_tokenizer
 
 SPECIAL_TOKENS = tuple("[%s]" % n.upper() for n in SPECIAL_TOKEN_NAMES)
@@ -26,10 +26,16 @@ def build_wordpiece(texts: Iterable[str], output_path: str, vocab_size: int = 30
     from data_pipeline.tokenizer import _hf_pipeline
 
     reserved = ["[unused%d]" % i for i in range(num_reserved)]
+    fixed = len(SPECIAL_TOKENS) + num_reserved
+    if vocab_size <= fixed:
+        raise ValueError("--vocab_size=%d leaves no room for words after the %d special and "
+                         "reserved tokens." % (vocab_size, fixed))
     hf = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
     hf.normalizer, hf.pre_tokenizer = _hf_pipeline(lower_case, lower_case, "\ua4d0")
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, limit_alphabet=limit_alphabet,
+        # The trainer keeps every character of the alphabet even past vocab_size: cap it.
+        vocab_size=vocab_size, min_frequency=min_frequency,
+        limit_alphabet=min(limit_alphabet, vocab_size - fixed),
         special_tokens=list(SPECIAL_TOKENS) + reserved, continuing_subword_prefix="##",
         show_progress=False)
     hf.train_from_iterator(texts, trainer=trainer)
@@ -37,7 +43,7 @@ def build_wordpiece(texts: Iterable[str], output_path: str, vocab_size: int = 30
     tokens = sorted(vocab, key=vocab.get)
     # Vocab lines are stripped on load (Google's convention): a token with outer whitespace could
     # never be looked up, so the trainer must not have produced one.
-    tokens = [t for t in tokens if t and t == t.strip() and "\n" not in t]
+    tokens = [t for t in tokens if t and t == t.strip() and "\n" not in t][:vocab_size]
     fs.write_bytes_atomic(output_path, ("\n".join(tokens) + "\n").encode("utf-8"))
     return load_tokenizer(output_path, lower_case=lower_case)
 

@@ -12,6 +12,7 @@ import sys
 from absl import app, flags
 
 from data_pipeline import sources, vocab
+from data_pipeline.tokenizer import load_tokenizer
 from launch import common
 
 FLAGS = flags.FLAGS
@@ -28,12 +29,15 @@ flags.DEFINE_integer("max_sentences", 0, "Train on at most this many sentences (
 flags.DEFINE_enum("input_format", "auto", ["auto", "text", "jsonl"], "How to read the inputs.")
 flags.DEFINE_string("text_field", "text", "JSON lines / TFDS field holding the text.")
 flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory for tfds: inputs.")
+flags.DEFINE_float("max_bad_line_fraction", 0.01, "Fail when more lines than this are invalid UTF-8 or "
+                   "JSON (fewer are skipped and counted), as launch.build_data does.")
 
 
 def main(argv):
     del argv
     config = sources.SourceConfig(inputs=tuple(FLAGS.input), input_format=FLAGS.input_format,
                                   text_field=FLAGS.text_field, tfds_data_dir=FLAGS.tfds_data_dir)
+    staged = FLAGS.output + ".tmp-%d" % os.getpid()   # the vocabulary goes in place once checked
     try:
         paths = sources.resolve_inputs(config.inputs)
         stats = sources.ReadStats()
@@ -43,21 +47,34 @@ def main(argv):
         if os.path.dirname(FLAGS.output):
             os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
         if FLAGS.kind == "wordpiece":
-            tok = vocab.build_wordpiece(texts, FLAGS.output, FLAGS.vocab_size, FLAGS.lower_case,
-                                        FLAGS.min_frequency, FLAGS.num_reserved)
+            vocab.build_wordpiece(texts, staged, FLAGS.vocab_size, FLAGS.lower_case,
+                                  FLAGS.min_frequency, FLAGS.num_reserved)
         else:
-            tok = vocab.build_sentencepiece(texts, FLAGS.output, FLAGS.vocab_size, FLAGS.model_type,
-                                            FLAGS.character_coverage, FLAGS.lower_case,
-                                            FLAGS.num_reserved,
-                                            FLAGS.max_sentences or 10_000_000)
+            vocab.build_sentencepiece(texts, staged, FLAGS.vocab_size, FLAGS.model_type,
+                                      FLAGS.character_coverage, FLAGS.lower_case, FLAGS.num_reserved,
+                                      FLAGS.max_sentences or 10_000_000)
+        bad = stats.invalid_utf8_lines + stats.bad_json_lines
+        if bad and bad / max(stats.lines, 1) > FLAGS.max_bad_line_fraction:
+            raise ValueError("%d of %d lines are invalid UTF-8 or JSON, more than "
+                             "--max_bad_line_fraction=%g: is the input text? First ones: %s"
+                             % (bad, stats.lines, FLAGS.max_bad_line_fraction,
+                                "; ".join("%s:%d %s" % p for p in stats.problems)))
+        os.replace(staged, FLAGS.output)
+        tok = load_tokenizer(FLAGS.output, lower_case=FLAGS.lower_case)
     except (ValueError, OSError, RuntimeError) as e:
         print("build_vocab: error: %s" % e, file=sys.stderr)
-        return 1
+        return 2
+    finally:
+        if os.path.exists(staged):
+            os.remove(staged)
     common.record_command(os.path.dirname(FLAGS.output) or ".", "launch.build_vocab")
+    if bad:
+        print("skipped %d invalid line(s) (first: %s)" % (bad, "; ".join(
+            "%s:%d %s" % p for p in stats.problems)), file=sys.stderr)
     print("Wrote %s: %d tokens, specials %s" % (FLAGS.output, tok.vocab_size, tok.special_ids.as_dict()),
           file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags("build_vocab"))

@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import json
 import os
@@ -8,6 +9,7 @@ import tensorflow as tf
 
 from data_pipeline import builder, loader, schema, sources
 from data_pipeline.instances import InstanceConfig
+from data_pipeline.manifest import Manifest, ManifestError
 
 
 def _config(corpus_dir, vocab, out, inputs=("en.txt", "zh.txt"), **kw):
@@ -19,7 +21,7 @@ def _config(corpus_dir, vocab, out, inputs=("en.txt", "zh.txt"), **kw):
 
 
 def _bytes(out, manifest, split="train"):
-    return [open(os.path.join(out, f), "rb").read() for f in manifest["splits"][split]["files"]]
+    return [open(os.path.join(out, f), "rb").read() for f in manifest.splits[split].files]
 
 
 @pytest.mark.parametrize("extra", [dict(mode="dynamic"), dict(mode="static", dupe_factor=2,
@@ -30,7 +32,7 @@ def test_same_bytes_whatever_the_worker_count(corpus_dir, wordpiece_vocab, tmp_p
                                num_workers=2, **extra))
     assert _bytes(tmp_path / "w1", m1) == _bytes(tmp_path / "w2", m2)
     assert _bytes(tmp_path / "w1", m1, "eval") == _bytes(tmp_path / "w2", m2, "eval")
-    assert m1["splits"]["train"]["examples"] > 0 and m1["splits"]["eval"]["examples"] > 0
+    assert m1.splits["train"].examples > 0 and m1.splits["eval"].examples > 0
 
 
 def test_resume_rewrites_only_missing_shards_and_rerun_is_noop(corpus_dir, wordpiece_vocab, tmp_path):
@@ -38,20 +40,20 @@ def test_resume_rewrites_only_missing_shards_and_rerun_is_noop(corpus_dir, wordp
     m = builder.build(cfg)
     reference = _bytes(tmp_path / "o", m)
     # Simulate a crash after the first shard: state file back, later shards gone, a partial temp.
-    done = {m["splits"]["train"]["files"][0]: {"examples": 1}}
+    done = {m.splits["train"].files[0]: {"examples": 1}}
     os.remove(tmp_path / "o" / "manifest.json")
-    for f in m["splits"]["train"]["files"][1:]:
+    for f in m.splits["train"].files[1:]:
         os.remove(tmp_path / "o" / f)
-    (tmp_path / "o" / (m["splits"]["train"]["files"][1] + ".tmp")).write_bytes(b"partial")
-    first = tmp_path / "o" / m["splits"]["train"]["files"][0]
+    (tmp_path / "o" / (m.splits["train"].files[1] + ".tmp")).write_bytes(b"partial")
+    first = tmp_path / "o" / m.splits["train"].files[0]
     before = os.path.getmtime(first)
-    state = {"fingerprint": m["fingerprint"], "plan": None, "done": done}
+    state = {"fingerprint": m.fingerprint, "plan": None, "done": done}
     (tmp_path / "o" / "_build_state.json").write_text(json.dumps(state))
     m2 = builder.build(cfg)
     assert _bytes(tmp_path / "o", m2)[1:] == reference[1:]
     assert os.path.getmtime(first) == before          # the finished shard was not rewritten
     assert not [n for n in os.listdir(tmp_path / "o") if ".tmp" in n]
-    assert builder.build(cfg)["fingerprint"] == m["fingerprint"]  # complete: nothing to do
+    assert builder.build(cfg).fingerprint == m.fingerprint  # complete: nothing to do
 
 
 def test_output_dir_of_a_different_build_is_refused(corpus_dir, wordpiece_vocab, tmp_path):
@@ -72,7 +74,7 @@ def test_static_records_parse_with_google_feature_spec(corpus_dir, wordpiece_voc
         "masked_lm_ids": tf.io.FixedLenFeature([20], tf.int64),
         "masked_lm_weights": tf.io.FixedLenFeature([20], tf.float32),
         "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64)}
-    files = [str(tmp_path / "o" / f) for f in m["splits"]["train"]["files"]]
+    files = [str(tmp_path / "o" / f) for f in m.splits["train"].files]
     n, labels = 0, []
     for r in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         ex = {k: v.numpy() for k, v in tf.io.parse_single_example(r, google_spec).items()}
@@ -83,7 +85,7 @@ def test_static_records_parse_with_google_feature_spec(corpus_dir, wordpiece_voc
         assert (ex["masked_lm_positions"][w] < real).all()
         labels.append(int(ex["next_sentence_labels"][0]))
         n += 1
-    assert n == m["splits"]["train"]["examples"] and 0 < np.mean(labels) < 1
+    assert n == m.splits["train"].examples and 0 < np.mean(labels) < 1
 
 
 def test_inputs_jsonl_gz_glob_and_invalid_utf8(corpus_dir, wordpiece_vocab, tmp_path):
@@ -94,8 +96,8 @@ def test_inputs_jsonl_gz_glob_and_invalid_utf8(corpus_dir, wordpiece_vocab, tmp_
     m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o",
                               inputs=(str(tmp_path / "*.gz"), str(tmp_path / "b.txt")),
                               max_bad_line_fraction=0.5, source_kw=dict(text_field="content")))
-    assert m["stats"]["bad_json_lines"] == 1 and m["stats"]["invalid_utf8_lines"] == 30
-    assert any("a.jsonl.gz:7" in p for p in m["stats"]["first_problems"])
+    assert m.stats["bad_json_lines"] == 1 and m.stats["invalid_utf8_lines"] == 30
+    assert any("a.jsonl.gz:7" in p for p in m.stats["first_problems"])
     with pytest.raises(builder.BuildError, match="bad lines"):
         builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o2",
                               inputs=(str(tmp_path / "b.txt"),)))
@@ -125,14 +127,14 @@ def test_tfds_input(wordpiece_vocab, corpus_dir, tmp_path):
     import tensorflow_datasets as tfds
     with tfds.testing.mock_data(num_examples=12, as_dataset_fn=None):
         m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", inputs=("tfds:imdb_reviews",)))
-    assert m["splits"]["train"]["examples"] > 0 and m["stats"]["documents"] == 12
+    assert m.splits["train"].examples > 0 and m.stats["documents"] == 12
 
 
 def test_chinese_whole_word_masking_with_jieba(corpus_dir, wordpiece_vocab, tmp_path):
     m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", inputs=("zh.txt",),
                               segmenter="jieba"))
-    files = [str(tmp_path / "o" / f) for f in m["splits"]["train"]["files"]]
-    spec = schema.parse_spec(schema.from_manifest(m["features"]))
+    files = [str(tmp_path / "o" / f) for f in m.splits["train"].files]
+    spec = schema.parse_spec(m.features)
     starts = np.concatenate([tf.io.parse_single_example(r, spec)["word_starts"].numpy()
                              for r in tf.data.TFRecordDataset(files)])
     ids = np.concatenate([tf.io.parse_single_example(r, spec)["input_ids"].numpy()
@@ -143,13 +145,12 @@ def test_chinese_whole_word_masking_with_jieba(corpus_dir, wordpiece_vocab, tmp_
 
 def test_loader_batches_and_fresh_masks_per_epoch(corpus_dir, wordpiece_vocab, tmp_path):
     m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o"))
-    loader.check_manifest(loader.load_manifest(str(tmp_path / "o")), vocab_size=m["vocab"]["vocab_size"],
-                          seq_len=64, task="mlm")
-    with pytest.raises(loader.ManifestError, match="seq_len=64 but the run uses seq_len=128"):
-        loader.check_manifest(m, seq_len=128)
-    with pytest.raises(loader.ManifestError, match="vocab_size=99"):
-        loader.check_manifest(dict(m, data_dir="d"), vocab_size=99)
-    n = m["splits"]["train"]["examples"]
+    Manifest.load(str(tmp_path / "o")).check(vocab_size=m.vocab.vocab_size, seq_len=64, task="mlm")
+    with pytest.raises(ManifestError, match="seq_len=64 but the run uses seq_len=128"):
+        m.check(seq_len=128)
+    with pytest.raises(ManifestError, match="vocab_size=99"):
+        dataclasses.replace(m, data_dir="d").check(vocab_size=99)
+    n = m.splits["train"].examples
     once = lambda epoch: next(iter(loader.make_dataset(str(tmp_path / "o"), batch_size=n, training=False,
                                                       epoch=epoch)))
     a, b, a2 = once(0), once(1), once(0)
@@ -164,7 +165,7 @@ def test_loader_batches_and_fresh_masks_per_epoch(corpus_dir, wordpiece_vocab, t
 
 def test_loader_reads_google_layout_records(corpus_dir, wordpiece_vocab, tmp_path):
     m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", mode="static", dupe_factor=1))
-    files = [str(tmp_path / "o" / f) for f in m["splits"]["train"]["files"]]
-    manifest = loader.google_manifest(files, seq_len=64, max_predictions=20)
+    files = [str(tmp_path / "o" / f) for f in m.splits["train"].files]
+    manifest = Manifest.google(files, seq_len=64, max_predictions=20)
     batch = next(iter(loader.make_dataset(manifest, batch_size=4, training=False)))
     assert batch["masked_lm_weights"].shape == (4, 20) and batch["input_mask"].shape == (4, 64)

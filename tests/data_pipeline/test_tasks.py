@@ -8,6 +8,7 @@ import pytest
 
 from data_pipeline import builder, loader, sample_corpus, sources, tasks
 from data_pipeline.instances import InstanceConfig
+from data_pipeline.manifest import Manifest, ManifestError
 from data_pipeline.tokenizer import load_tokenizer
 from tests.conftest import mirrored
 
@@ -45,7 +46,7 @@ def test_unilm_layout_segments_and_target_mask_on_real_text(wordpiece_vocab, seq
     rows = _rows(tmp_path / "u")
     records = sample_corpus.seq2seq_records()
     targets = {tuple(tok.encode(r["target"])[:40]) for r in records}
-    assert len(rows["input_ids"]) == m["splits"]["train"]["examples"] == len(records)
+    assert len(rows["input_ids"]) == m.splits["train"].examples == len(records)
     for ids, seg, mask, tmask in zip(rows["input_ids"], rows["segment_ids"], rows["input_mask"],
                                      rows["target_mask"]):
         n = int(mask.sum())
@@ -56,8 +57,8 @@ def test_unilm_layout_segments_and_target_mask_on_real_text(wordpiece_vocab, seq
         assert (seg[:len(source) + 2] == 0).all() and (seg[len(source) + 2:n] == 1).all()
         assert (seg[n:] == 0).all()
         np.testing.assert_array_equal(tmask, (seg == 1) & (mask == 1))
-    assert m["stats"]["sources_truncated"] > 0                  # long documents, seq 96
-    assert m["stats"]["targets_truncated"] == sum(len(tok.encode(r["target"])) > 40 for r in records)
+    assert m.stats["sources_truncated"] > 0                  # long documents, seq 96
+    assert m.stats["targets_truncated"] == sum(len(tok.encode(r["target"])) > 40 for r in records)
 
 
 def test_unilm_truncation_policy_counts_cuts(wordpiece_vocab, tmp_path):
@@ -70,7 +71,7 @@ def test_unilm_truncation_policy_counts_cuts(wordpiece_vocab, tmp_path):
     m = _build(wordpiece_vocab, tmp_path / "o", [path], task, seq_len=32)
     rows = _rows(tmp_path / "o")
     n_target = len(tok.encode(long_target))
-    st = m["stats"]
+    st = m.stats
     assert st["targets_truncated"] == 1 and st["target_tokens_cut"] == n_target - 8
     assert st["sources_truncated"] == 1
     assert st["source_tokens_cut"] == len(tok.encode(" ".join(["masked language model"] * 20))) - 10
@@ -87,7 +88,7 @@ def test_unilm_from_text_splits_inside_the_real_length(corpus_dir, wordpiece_voc
                tasks.TaskConfig(task="unilm", unilm_from="text"), seq_len=48)
     sp = load_tokenizer(wordpiece_vocab).special_ids
     rows = _rows(tmp_path / "t")
-    assert m["splits"]["train"]["examples"] == len(rows["input_ids"]) > 50
+    assert m.splits["train"].examples == len(rows["input_ids"]) > 50
     points = []
     for ids, mask in zip(rows["input_ids"], rows["input_mask"]):
         n = int(mask.sum())
@@ -139,7 +140,7 @@ def _assert_partnered(ids, sp, members_of=None):
 def test_simbert_pairs_per_group_and_new_pairs_each_epoch(wordpiece_vocab, groups_jsonl, tmp_path):
     m = _groups_build(wordpiece_vocab, groups_jsonl, tmp_path / "g")
     sp = load_tokenizer(wordpiece_vocab).special_ids
-    groups = m["splits"]["train"]["examples"]
+    groups = m.splits["train"].examples
     epochs = [_rows(tmp_path / "g", batch_size=8, epoch=e) for e in range(4)]
     for rows in epochs:
         assert len(rows["input_ids"]) == 2 * groups
@@ -150,7 +151,7 @@ def test_simbert_pairs_per_group_and_new_pairs_each_epoch(wordpiece_vocab, group
     np.testing.assert_array_equal(again["input_ids"], epochs[2]["input_ids"])   # deterministic
     changed = [(epochs[0]["input_ids"] != e["input_ids"]).any(axis=1).mean() for e in epochs[1:]]
     assert min(changed) > 0.3                      # most groups (>= 3 members) draw another pair
-    assert m["stats"]["groups_too_small"] == 0
+    assert m.stats["groups_too_small"] == 0
 
 
 @pytest.mark.parametrize("replicas", [1, 2, 4])
@@ -180,13 +181,13 @@ def test_simbert_partners_stay_together_on_every_replica(wordpiece_vocab, groups
 
 
 def test_pair_batching_that_splits_partners_is_refused(wordpiece_vocab, groups_jsonl, tmp_path):
-    with pytest.raises(loader.ManifestError, match="partner rows"):
+    with pytest.raises(ManifestError, match="partner rows"):
         loader.check_pair_batching(6, num_replicas=2)        # 3 rows per replica
-    with pytest.raises(loader.ManifestError, match="partner rows"):
+    with pytest.raises(ManifestError, match="partner rows"):
         loader.check_pair_batching(8, num_replicas=2, micro_batches=4)
     loader.check_pair_batching(8, num_replicas=2, micro_batches=2)
     _groups_build(wordpiece_vocab, groups_jsonl, tmp_path / "g")
-    with pytest.raises(loader.ManifestError, match="partner rows"):
+    with pytest.raises(ManifestError, match="partner rows"):
         loader.make_dataset(str(tmp_path / "g"), batch_size=7)
 
 
@@ -202,9 +203,9 @@ def test_same_bytes_whatever_the_worker_count(request, corpus_dir, wordpiece_voc
     m1 = _build(wordpiece_vocab, tmp_path / "a", inputs, task, eval_fraction=0.2)
     m2 = _build(wordpiece_vocab, tmp_path / "b", inputs, task, eval_fraction=0.2, num_workers=2)
     for split in ("train", "eval"):
-        assert m1["splits"][split]["examples"] > 0
-        assert m2["splits"][split]["files"] == m1["splits"][split]["files"]
-        for f in m1["splits"][split]["files"]:
+        assert m1.splits[split].examples > 0
+        assert m2.splits[split].files == m1.splits[split].files
+        for f in m1.splits[split].files:
             assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
 
 
@@ -235,8 +236,8 @@ def test_bad_unilm_records_are_skipped_and_counted_on_request(wordpiece_vocab, t
     path.write_text("\n".join(_bad_lines()) + "\n")
     m = _build(wordpiece_vocab, tmp_path / "o", [str(path)],
                tasks.TaskConfig(task="unilm", on_bad_record="skip"))
-    assert m["splits"]["train"]["examples"] == 2
-    assert m["stats"]["bad_records_skipped"] == 4
+    assert m.splits["train"].examples == 2
+    assert m.stats["bad_records_skipped"] == 4
 
 
 def test_target_longer_than_the_budget_is_a_bad_record(wordpiece_vocab, tmp_path):
@@ -249,7 +250,7 @@ def test_target_longer_than_the_budget_is_a_bad_record(wordpiece_vocab, tmp_path
     assert not [n for n in os.listdir(out) if "tfrecord" in n or n.startswith("_")]
     m = _build(wordpiece_vocab, tmp_path / "skip", [path],
                tasks.TaskConfig(task="unilm", on_bad_record="skip"), seq_len=16)
-    assert m["splits"]["train"]["examples"] == 1 and m["stats"]["bad_records_skipped"] == 1
+    assert m.splits["train"].examples == 1 and m.stats["bad_records_skipped"] == 1
 
 
 def test_simbert_groups_of_duplicates_and_singletons(wordpiece_vocab, tmp_path):
@@ -264,8 +265,8 @@ def test_simbert_groups_of_duplicates_and_singletons(wordpiece_vocab, tmp_path):
     assert "g.jsonl:4 no 'text' field" in str(e.value)
     m = _build(wordpiece_vocab, tmp_path / "s", [path],
                tasks.TaskConfig(task="simbert", on_bad_record="skip"))
-    assert m["splits"]["train"]["examples"] == 1
-    assert m["stats"]["groups_too_small"] == 1 and m["stats"]["bad_records_skipped"] == 2
+    assert m.splits["train"].examples == 1
+    assert m.stats["groups_too_small"] == 1 and m.stats["bad_records_skipped"] == 2
 
 
 def test_structured_tasks_refuse_plain_text_and_static_mode(corpus_dir, wordpiece_vocab, tmp_path):

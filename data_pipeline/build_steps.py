@@ -1,0 +1,274 @@
+"""The steps both data-build engines share (builder: local processes; beam_build: Apache Beam):
+check the output, resolve and count the inputs, fingerprint and plan the build, prepare the
+output directory, and make the manifest and the summary from what was written.
+
+A build's plan: the documents are cut into chunks of `docs_per_chunk` (the unit of work); shard k
+of a split holds a fixed, contiguous range of chunks. The build state (_build_state.json) records
+finished shards, so an interrupted local build resumes.
+"""
+
+import collections
+import dataclasses
+import hashlib
+import json
+import sys
+
+from data_pipeline import mixing, schema, sources, tasks
+from data_pipeline.build_config import VOLATILE, BuildConfig, BuildError
+from data_pipeline.chunks import ChunkSettings
+from data_pipeline.manifest import MANIFEST_FILE, Manifest, Shard, Split, Vocab
+from storage import fs
+
+BUILDER_VERSION = "1.0"
+STATE_FILE = "_build_state.json"
+
+
+def check_writable(out):
+    """Fails now, not after the counting pass, when the output cannot be written."""
+    probe = fs.join(out, ".write-probe-%d" % __import__("os").getpid())
+    try:
+        fs.makedirs(out)
+        fs.write_bytes_atomic(probe, b"")
+        fs.remove(probe)
+    except OSError as e:
+        raise BuildError("cannot write to --output_dir=%s: %s" % (out, e.strerror or e))
+
+# ------------------------------------------------------------------------------ settings, inputs
+
+def chunk_settings(c: BuildConfig) -> ChunkSettings:
+    return ChunkSettings(vocab=c.vocab, lower_case=c.lower_case, instance=c.instance,
+                         masking=c.masking,
+                         record_format=schema.GOOGLE if c.mode == "static" else schema.DYNAMIC,
+                         dupe_factor=c.dupe_factor if c.mode == "static" else 1, seed=c.seed,
+                         eval_fraction=c.eval_fraction, docs_per_chunk=c.docs_per_chunk,
+                         segmenter=c.segmenter, task=c.task)
+
+
+def resolve_sources(c) -> mixing.Mix:
+    try:
+        return mixing.resolve(c.source, c.seed)
+    except sources.InputError as e:
+        raise BuildError(str(e))
+
+
+# --------------------------------------------------------------------------------- 2. counting
+
+def _problems(problems):
+    return "; ".join("%s:%d %s" % p for p in problems)
+
+
+def count_documents(c: BuildConfig, mix: mixing.Mix):
+    """The counting pass: (stream entries, input bytes, read statistics, mixing.Counted). It
+    reads every item once, so bad inputs stop the build before anything is written."""
+    stats = sources.ReadStats()
+    try:
+        counted = mixing.count(c.task, c.source, mix, stats)
+    except sources.InputError as e:
+        raise BuildError(str(e))
+    check_read_stats(c, stats)
+    total = mixing.stream_length(mix, counted)
+    if total == 0:
+        raise BuildError("The inputs hold no documents: %s" % ", ".join(mix.all_paths))
+    return total, stats.bytes, stats, counted
+
+
+def check_read_stats(c: BuildConfig, stats):
+    """Bad records (JSON tasks, --on_bad_record=stop) and too many bad lines stop the build."""
+    lines = max(1, stats.lines)
+    bad = stats.invalid_utf8_lines + stats.bad_json_lines
+    if c.task.reads_json_records:
+        bad_records = stats.bad_json_lines + stats.bad_records
+        if bad_records and c.task.on_bad_record == "stop":
+            raise BuildError("%d bad records (%d not JSON objects, %d unusable); nothing was written. "
+                             "First ones: %s. Fix the input, or pass --on_bad_record=skip to skip and "
+                             "count them." % (bad_records, stats.bad_json_lines, stats.bad_records,
+                                              _problems(stats.problems)))
+    elif bad and bad / lines > c.max_bad_line_fraction:
+        where = _problems(stats.problems)
+        raise BuildError("%d bad lines (invalid UTF-8 or JSON) is more than --max_bad_line_fraction=%g "
+                         "of the input; first ones: %s" % (bad, c.max_bad_line_fraction, where))
+
+
+def fingerprint(c: BuildConfig, paths, vocab_sha):
+    """Identifies a build: settings that change the output, the inputs' names/sizes/times, vocab."""
+    settings = dataclasses.asdict(c)
+    for volatile in VOLATILE:
+        settings.pop(volatile)
+    if settings["source"]["dedup"] == "none":   # builds from before the option: same fingerprint
+        settings["source"].pop("dedup")
+    inputs = [(p, None, None) if p.startswith(sources.TFDS_PREFIX) else (p, fs.size(p), fs.mtime(p))
+              for p in paths]
+    blob = json.dumps([settings, inputs, vocab_sha, BUILDER_VERSION], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------ 3. output directory
+
+def plan(c: BuildConfig, total_docs):
+    """Shard k of a split holds chunks [first, last); splits are planned independently."""
+    num_chunks = -(-total_docs // c.docs_per_chunk)
+    plan = {"num_chunks": num_chunks, "splits": {}}
+    ext = ".tfrecord.gz" if c.compress else ".tfrecord"
+    wanted = {"train": c.num_shards}
+    if c.eval_fraction > 0:
+        wanted["eval"] = c.num_eval_shards
+    for split, n in wanted.items():
+        n = min(n, num_chunks)
+        plan["splits"][split] = [
+            {"file": "%s-%05d-of-%05d%s" % (split, k, n, ext),
+             "first": k * num_chunks // n, "last": (k + 1) * num_chunks // n} for k in range(n)]
+    return plan
+
+
+def prepare_output(c: BuildConfig, fingerprint, plan):
+    """Returns the build state to continue from, or None when the identical build is complete."""
+    out = c.output_dir
+    fs.makedirs(out)
+    manifest_path, state_path = fs.join(out, MANIFEST_FILE), fs.join(out, STATE_FILE)
+    ours = [n for n in fs.listdir(out) if ".tfrecord" in n or n in (MANIFEST_FILE, STATE_FILE)]
+    if c.overwrite:
+        for name in ours:
+            fs.remove(fs.join(out, name))
+        ours = []
+    previous = None
+    if fs.exists(manifest_path):
+        previous = fs.read_json(manifest_path).get("fingerprint")
+        if previous == fingerprint:
+            return None
+    elif fs.exists(state_path):
+        state = json.loads(fs.read_bytes(state_path))
+        if state.get("fingerprint") == fingerprint:
+            for name in ours:  # partial shards of the interrupted run
+                if ".tmp" in name:
+                    fs.remove(fs.join(out, name))
+            return state
+        previous = state.get("fingerprint")
+    if ours:
+        raise BuildError("Output directory %s already holds shards of a different build (build %s, "
+                         "this one is %s). Use a new --output_dir, or --overwrite to replace them."
+                         % (out, previous or "of unknown origin", fingerprint))
+    state = {"fingerprint": fingerprint, "plan": plan, "done": {}, "shards": {}}
+    fs.write_bytes_atomic(state_path, json.dumps(state).encode())
+    return state
+
+
+# ------------------------------------------------------------------------------- 5. manifest
+
+def make_manifest(c, processor, paths, plan, state, read_stats, fingerprint, seconds) -> Manifest:
+    done, sizes = state["done"], state.get("shards", {})
+    pairs = c.instance.layout == "pairs"
+    splits = {}
+    for split, shards in plan["splits"].items():
+        entries = [Shard(s["file"], done[s["file"]].get("examples", 0),
+                         **_size_and_crc(c, s["file"], sizes)) for s in shards]
+        splits[split] = Split(entries, sum(e.examples for e in entries))
+    train = train_counter(plan, state)
+    tok = processor.tokenizer
+    specials = set(tok.special_ids.as_dict().values())
+    replacement = set(processor.replacement_ids.tolist())
+    mlm = c.task.task == tasks.MLM
+    task_stats = {k: train.get(k, 0) for k in _TASK_COUNTERS.get(c.task.task, ())}
+    if c.task.reads_json_records:
+        task_stats["bad_records_skipped"] = (read_stats.bad_records + read_stats.bad_json_lines
+                                             + train.get("bad_records", 0))
+    if c.task.task == tasks.SIMBERT:
+        task_stats["groups_too_small"] = read_stats.groups_too_small
+    info = tok.describe()
+    vocab = Vocab(kind=info["kind"], path=info["path"], vocab_size=info["vocab_size"],
+                  lower_case=info["lower_case"], sha256=info["sha256"], special_ids=tok.special_ids,
+                  not_random_replacements=sorted(set(range(tok.vocab_size)) - replacement - specials))
+    return Manifest(
+        builder_version=BUILDER_VERSION,
+        fingerprint=fingerprint,
+        task=c.task.task,
+        task_config=dataclasses.asdict(c.task),
+        mode=c.mode,
+        record_format=processor.s.record_format if mlm else tasks.RECORD_FORMAT[c.task.task],
+        compression="GZIP" if c.compress else None,
+        seq_len=c.instance.seq_len,
+        max_predictions_per_seq=c.masking.max_predictions if mlm else None,
+        masked_lm_prob=c.masking.masked_lm_prob if mlm else None,
+        layout=c.instance.layout if mlm else None,
+        sentence_task=c.instance.sentence_task if pairs and mlm else None,
+        dupe_factor=c.dupe_factor if c.mode == "static" else None,
+        seed=c.seed,
+        features=list(processor.features),
+        vocab=vocab,
+        splits=splits,
+        stats={"documents": train.get("documents", 0),
+               "eval_documents": train.get("eval_documents", 0),
+               "instances_made": train.get("instances", 0),
+               "tokens": train.get("tokens", 0),
+               "masked_tokens": train.get("masked_tokens", 0),
+               "sentences_split": train.get("sentences_split", 0),
+               "tokens_trimmed": train.get("tokens_trimmed", 0),
+               "documents_cut": read_stats.documents_cut,
+               "invalid_utf8_lines": read_stats.invalid_utf8_lines,
+               "bad_json_lines": read_stats.bad_json_lines,
+               "first_problems": ["%s:%d %s" % p for p in read_stats.problems],
+               "input_bytes": read_stats.bytes,
+               "seconds": round(seconds, 2),
+               **task_stats},
+        inputs=paths,
+        args=json.loads(json.dumps(dataclasses.asdict(c), default=str)),
+        data_dir=c.output_dir,
+    )
+
+
+def train_counter(plan, state):
+    """Every chunk statistic, summed over the train shards (where chunks keep them)."""
+    train = collections.Counter()
+    for s in plan["splits"]["train"]:
+        train.update(state["done"][s["file"]])
+    return train
+
+
+def _size_and_crc(c, name, sizes):
+    """A shard's bytes and CRC32C as written; read back for shards of a build resumed from a
+    state written before they were recorded."""
+    if name in sizes:
+        return dict(sizes[name])
+    from data_pipeline.manifest import crc32c_of
+    path = fs.join(c.output_dir, name)
+    return {"bytes": fs.size(path), "crc32c": crc32c_of(path)}
+
+
+_TASK_COUNTERS = {
+    tasks.UNILM: ("sources_truncated", "source_tokens_cut", "targets_truncated", "target_tokens_cut",
+                  "segments_too_short"),
+    tasks.SIMBERT: ("group_members", "members_truncated"),
+}
+
+
+def summary(m: Manifest, c):
+    st = m.stats
+    mlm = m.task == tasks.MLM
+    masked = ("%.4f" % (st["masked_tokens"] / st["tokens"])) if (
+        c.mode == "static" and st["tokens"]) else "drawn by the loader each epoch"
+    kind = "%s, %s" % (m.mode, m.layout) if mlm else m.record_format
+    lines = ["Built %s (task %s: %s) in %.1f s" % (c.output_dir, m.task, kind, st["seconds"]),
+             "  %s: %d (%d held out for eval), %.1f MB read"
+             % ("documents" if not c.task.reads_json_records else "records", st["documents"],
+                st["eval_documents"], st["input_bytes"] / 1e6)]
+    for split, info in m.splits.items():
+        lines.append("  %s examples: %d in %d shards" % (split, info.examples, len(info.shards)))
+    if mlm:
+        lines += ["  tokens: %d   masked fraction: %s" % (st["tokens"], masked),
+                  "  sentences split: %d   tokens trimmed (pairs): %d   documents cut: %d"
+                  % (st["sentences_split"], st["tokens_trimmed"], st["documents_cut"])]
+    else:
+        lines.append("  tokens: %d" % st["tokens"])
+        extra = {k: v for k, v in st.items() if k in _TASK_COUNTERS.get(m.task, ())
+                 or k in ("bad_records_skipped", "groups_too_small")}
+        if extra:
+            lines.append("  " + "   ".join("%s: %d" % kv for kv in extra.items()))
+    if st["invalid_utf8_lines"] or st["bad_json_lines"]:
+        lines.append("  skipped bad input: %d invalid UTF-8 lines, %d bad JSON lines (first: %s)"
+                     % (st["invalid_utf8_lines"], st["bad_json_lines"], "; ".join(st["first_problems"])))
+    log("\n".join(lines), c)
+
+
+def log(text, c):
+    if c.progress:
+        print(text, file=sys.stderr, flush=True)
+

@@ -1,0 +1,83 @@
+"""manifest.json through `Manifest`: what the builder records, what older builders wrote (still
+read), what a newer one writes (refused), and the shard check against it."""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import pytest
+
+from data_pipeline import builder, loader, sources
+from data_pipeline.instances import InstanceConfig
+from data_pipeline.manifest import MANIFEST_FILE, Manifest, ManifestError, crc32c_of
+
+
+@pytest.fixture(scope="module")
+def built(corpus_dir, wordpiece_vocab, tmp_path_factory):
+    out = tmp_path_factory.mktemp("manifest_data")
+    return builder.build(builder.BuildConfig(
+        output_dir=str(out), vocab=wordpiece_vocab, progress=False, num_shards=3, docs_per_chunk=8,
+        eval_fraction=0.2, instance=InstanceConfig(seq_len=32),
+        source=sources.SourceConfig(inputs=(str(corpus_dir / "en.txt"),))))
+
+
+def test_every_shard_is_recorded_with_its_size_and_checksum(built):
+    m = Manifest.load(built.data_dir)
+    assert m == built and m.format_version == 2
+    for split in ("train", "eval"):
+        assert m.splits[split].examples == sum(s.examples for s in m.splits[split].shards) > 0
+        for shard, path in zip(m.splits[split].shards, m.paths(split)):
+            assert shard.bytes == os.path.getsize(path) and shard.crc32c == crc32c_of(path)
+    assert m.verify(checksums=True) == []
+
+
+def test_a_manifest_of_an_older_builder_still_loads(built, tmp_path):
+    """Format 1 (no per-shard sizes or checksums, no format_version) as the first builder wrote it."""
+    old = tmp_path / "old"
+    shutil.copytree(built.data_dir, old)
+    d = json.load(open(old / MANIFEST_FILE))
+    d.pop("format_version")
+    d.pop("sources")
+    for split in d["splits"].values():
+        split.pop("shards")
+    (old / MANIFEST_FILE).write_text(json.dumps(d))
+    m = Manifest.load(str(old))
+    assert m.format_version == 1 and m.splits["train"].files == built.splits["train"].files
+    assert m.verify(checksums=True) == []                   # sizes unknown: existence only
+    os.remove(old / m.splits["train"].files[0])
+    assert m.verify() == [(m.paths("train")[0], "missing")]
+    batch = next(iter(loader.make_dataset(dataclasses.replace(m, data_dir=built.data_dir),
+                                          batch_size=4, training=False)))
+    assert batch["input_ids"].shape == (4, 32)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d.update(format_version=99), "written by a newer version of this project"),
+    (lambda d: d.pop("splits"), "is not a manifest this code can read"),
+])
+def test_unreadable_manifests_are_refused_clearly(built, tmp_path, edit, message):
+    d = json.load(open(os.path.join(built.data_dir, MANIFEST_FILE)))
+    edit(d)
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(d))
+    with pytest.raises(ManifestError, match=message):
+        Manifest.load(str(tmp_path))
+    (tmp_path / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(ManifestError, match="is not valid JSON"):
+        Manifest.load(str(tmp_path))
+
+
+def test_verify_names_truncated_and_changed_shards(built, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(built.data_dir, copy)
+    m = Manifest.load(str(copy))
+    first, second = m.paths("train")[:2]
+    with open(first, "r+b") as f:
+        f.truncate(10)
+    raw = bytearray(open(second, "rb").read())
+    raw[-5] ^= 1
+    open(second, "wb").write(bytes(raw))
+    assert [p for p, _ in m.verify()] == [first]             # sizes: without reading the data
+    problems = dict(m.verify(checksums=True))
+    assert problems[first].startswith("10 bytes, %d when built" % m.splits["train"].shards[0].bytes)
+    assert problems[second].startswith("CRC32C ")
