@@ -1,0 +1,339 @@
+"""The data builder on Apache Beam: the same shards and manifest as `builder.build`, byte for byte,
+from one laptop (FnApiRunner, DirectRunner) to a Dataflow fleet.
+
+    build(BuildConfig(..., engine="beam", beam_options="--runner=FnApiRunner"))
+
+Only the orchestration is Beam's; reading, tokenization, instances, masking and TFRecord encoding
+are the local builder's own code. Two pipelines, as the local builder makes two passes:
+  1. count: every input file is read by one worker (a file is never split, so documents keep
+     their boundaries): its items, its read statistics, and (with --dedup) the normalised-text
+     key of every item, grouped across files to find the duplicates. The launcher then checks the
+     statistics (bad records, bad lines) exactly as the local builder does, before anything is
+     written, and plans the chunks and shards from the counts.
+  2. build: every file is read again and its stream entries (mixing.entries_of) numbered
+     globally; entries are grouped into chunks of docs_per_chunk; each chunk goes through the
+     ChunkProcessor (loaded once per worker, in DoFn.setup) and its split's bytes are written to
+     a temporary file; each shard then concatenates its chunks, in order, through the same
+     RecordFile (gzip included) into a temporary shard, with its size and CRC32C.
+The launcher moves the shards into place and writes manifest.json last. A failed pipeline leaves
+no manifest and no shard; re-running the same command builds again, or does nothing when the
+build is complete; a directory holding another build is refused, as with the local engine.
+
+Memory per worker: one chunk of documents, or one chunk's bytes, at a time. (The local runners
+keep what a GroupByKey shuffles in the launching process; Dataflow's shuffle service does not.)
+Progress is reported through Beam metrics (documents, bytes, examples) and printed at the end,
+with the local builder's summary.
+"""
+
+import collections
+import json
+import logging
+import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import apache_beam as beam
+import numpy as np
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from data_pipeline import build_steps as steps
+from data_pipeline import mixing, sources, tasks
+from data_pipeline.build_config import BuildConfig, BuildError, validate
+from data_pipeline.chunks import ChunkProcessor
+from data_pipeline.manifest import ChecksummedWriter, Manifest
+from data_pipeline.tfrecord import RecordFile
+from storage import fs
+from storage.lock import DirectoryLock, LockError
+
+_NAMESPACE = "bert_tf_pretrain.build"
+
+
+def build(config: BuildConfig):
+    """Builds the dataset described by `config` with Beam; returns its manifest."""
+    validate(config)
+    options = _pipeline_options(config.beam_options)
+    steps.check_writable(config.output_dir)
+    try:
+        lock = DirectoryLock(config.output_dir, "launch.build_data --engine=beam",
+                             log=lambda text: steps.log(text, config)).acquire()
+    except LockError as e:
+        raise BuildError("another build writes here: %s" % e)
+    try:
+        return _build(config, options)
+    finally:
+        lock.release()
+
+
+def _pipeline_options(text):
+    args = shlex.split(text or "")
+    if not any(a.startswith("--runner") for a in args):
+        # Beam's default runner may fetch a runner binary; name one (FnApiRunner runs here).
+        raise BuildError("--beam_options must name the runner, e.g. --beam_options=\"--runner="
+                         "FnApiRunner\" (this machine), \"--runner=DirectRunner "
+                         "--direct_running_mode=multi_processing --direct_num_workers=8\", or "
+                         "\"--runner=DataflowRunner --project=P --region=R --temp_location=gs://...\".")
+    return PipelineOptions(args)
+
+
+def _build(c: BuildConfig, options):
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)   # its warnings are not the user's
+    settings = steps.chunk_settings(c)
+    try:
+        processor = ChunkProcessor(settings)   # validates the vocabulary and segmenter here
+    except ValueError as e:
+        raise BuildError(str(e))
+    started = time.time()
+    mix = steps.resolve_sources(c)
+    temp = fs.join(c.output_dir, ".beam-work")
+    fs.remove(temp)                            # what a killed launcher left
+    try:
+        counted, stats = _count(c, mix, options, temp)
+        steps.check_read_stats(c, stats)
+        total = mixing.stream_length(mix, counted)
+        if total == 0:
+            raise BuildError("The inputs hold no documents: %s" % ", ".join(mix.all_paths))
+        fingerprint = steps.fingerprint(c, mix.all_paths, processor.tokenizer.checksum())
+        plan = steps.plan(c, total)
+        state = steps.prepare_output(c, fingerprint, plan)
+        if state is None:
+            manifest = Manifest.load(c.output_dir)
+            steps.log("Nothing to do: %s already holds this build (%d train examples)."
+                         % (c.output_dir, manifest.splits["train"].examples), c)
+            return manifest
+        created = not state["done"]   # a fresh state file: this run's, removed if it fails
+        results, metrics = _write(c, settings, mix, counted, plan, options, temp)
+        _publish(c, plan, state, results)
+    except BaseException:
+        if locals().get("created"):
+            fs.remove(fs.join(c.output_dir, steps.STATE_FILE))
+        raise
+    finally:
+        fs.remove(temp)
+    manifest = steps.make_manifest(c, processor, mix.all_paths, plan, state, stats, fingerprint,
+                                 time.time() - started)
+    if mix.active:
+        manifest.sources = mixing.manifest_sources(mix, mixing.per_source_counts(mix, counted),
+                                                   steps.train_counter(plan, state))
+    manifest.save(c.output_dir)
+    fs.remove(fs.join(c.output_dir, steps.STATE_FILE))
+    steps.log("Beam metrics: %s" % ", ".join("%s %s" % kv for kv in sorted(metrics.items())), c)
+    steps.summary(manifest, c)
+    return manifest
+
+
+def _run(pipeline, what):
+    """Runs a pipeline; a failure in a step becomes a BuildError carrying the step's own message."""
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+        return result
+    except (BuildError, sources.InputError) as e:
+        raise BuildError(str(e))
+    except Exception as e:   # runners wrap the user's exception; its message is the useful part
+        text = str(e)
+        for marker in ("InputError: ", "BuildError: ", "ValueError: "):
+            if marker in text:
+                raise BuildError(text.split(marker, 1)[1].split("\n")[0].split(" [while running")[0])
+        raise BuildError("the Beam pipeline (%s) failed: %s" % (what, text.splitlines()[0] if text else e))
+
+
+# ------------------------------------------------------------------------- 1. the count pass
+
+class _CountFile:
+    """A file's items, its read statistics, and (dedup) each item's text key."""
+
+    def __init__(self, c: BuildConfig, dedup: bool):
+        self.c, self.dedup = c, dedup
+
+    def __call__(self, element):
+        index, path = element
+        stats = sources.ReadStats()
+        if path.startswith(sources.TFDS_PREFIX) and not self.dedup:
+            n = sources.count_tfds_documents(self.c.source, path)
+        else:
+            n = 0
+            for item in tasks.iter_items(self.c.task, self.c.source, [path], stats):
+                if self.dedup:
+                    yield pvalue.TaggedOutput("keys", (mixing.text_key(mixing.item_text(item)), (index, n)))
+                n += 1
+        yield index, n, _stats_dict(stats)
+
+
+def _duplicates(group):
+    """All but the first (in stream order) of the items that share a text key."""
+    _, positions = group
+    positions = sorted(positions)
+    for path_index, item_index in positions[1:]:
+        yield path_index, item_index
+
+
+def _count(c, mix, options, temp):
+    out = fs.join(temp, "count")
+    fs.makedirs(out)
+    pipeline = beam.Pipeline(options=options)
+    files = pipeline | "Files" >> beam.Create(list(enumerate(mix.all_paths)))
+    counted = files | "Count" >> beam.FlatMap(_CountFile(c, mix.dedup)).with_outputs("keys", main="files")
+    (counted.files | "OneList" >> beam.combiners.ToList()
+     | "WriteCounts" >> beam.Map(lambda rows: fs.write_bytes_atomic(
+         fs.join(out, "files.json"), json.dumps(sorted(rows)).encode())))
+    if mix.dedup:
+        (counted.keys | "ByKey" >> beam.GroupByKey() | "Duplicates" >> beam.FlatMap(_duplicates)
+         | "ByFile" >> beam.GroupByKey()
+         | "WriteDuplicates" >> beam.Map(lambda kv: fs.write_bytes_atomic(
+             fs.join(out, "duplicates-%d.json" % kv[0]), json.dumps(sorted(kv[1])).encode())))
+    _run(pipeline, "count")
+    rows = json.loads(fs.read_bytes(fs.join(out, "files.json")))
+    items = [n for _, n, _ in rows]
+    stats = _merge_stats([s for _, _, s in rows])
+    keep = None
+    if mix.dedup:
+        keep = np.ones(sum(items), bool)
+        starts = np.cumsum([0] + items[:-1])
+        for index in range(len(items)):
+            path = fs.join(out, "duplicates-%d.json" % index)
+            if fs.exists(path):
+                keep[starts[index] + np.asarray(json.loads(fs.read_bytes(path)), np.int64)] = False
+    return mixing.Counted(items, keep), stats
+
+
+def _stats_dict(stats):
+    d = {k: v for k, v in stats.__dict__.items() if k != "problems"}
+    d["problems"] = [list(p) for p in stats.problems]
+    return d
+
+
+def _merge_stats(dicts):
+    """The files' read statistics as one ReadStats, problems in file order (the first five)."""
+    total = sources.ReadStats()
+    for d in dicts:
+        for key, value in d.items():
+            if key == "problems":
+                for p in value:
+                    total.note(*p)
+            else:
+                setattr(total, key, getattr(total, key) + value)
+    return total
+
+
+# ------------------------------------------------------------------------- 2. the build pass
+
+class _ReadEntries:
+    """A file -> (chunk, (global entry index, entry)) for each of its stream entries."""
+
+    def __init__(self, c, mix, counted, first_entry):
+        self.c, self.mix, self.first_entry = c, mix, first_entry
+        self.plans = mixing.path_plans(mix, counted)
+
+    def __call__(self, element):
+        index, path = element
+        stats = sources.ReadStats()
+        items = tasks.iter_items(self.c.task, self.c.source, [path], stats)
+        for k, entry in enumerate(mixing.entries_of(items, self.plans[index])):
+            position = self.first_entry[index] + k
+            yield position // self.c.docs_per_chunk, (position, entry)
+        Metrics.counter(_NAMESPACE, "documents").inc(stats.documents)
+        Metrics.counter(_NAMESPACE, "bytes").inc(stats.bytes)
+
+
+class _ProcessChunk(beam.DoFn):
+    """A chunk's entries -> its records, written per split to a temporary file; emits, per split,
+    (shard, (chunk, file or None, examples, statistics))."""
+
+    def __init__(self, settings, plan, mixed, chunks_dir):
+        self.settings, self.plan, self.mixed, self.chunks_dir = settings, plan, mixed, chunks_dir
+        self.processor = None
+
+    def setup(self):
+        self.processor = ChunkProcessor(self.settings)   # vocabulary and segmenter: once per worker
+
+    def process(self, group):
+        chunk, numbered = group
+        entries = [entry for _, entry in sorted(numbered, key=lambda x: x[0])]
+        _, data, counts, stats = mixing.process_entries(self.processor, chunk, entries, self.mixed)
+        problems = stats.pop("problems", [])
+        if problems:
+            yield ("problems", 0), (chunk, None, 0, {"problems": [list(p) for p in problems]})
+        for split, shards in self.plan["splits"].items():
+            shard = next(k for k, s in enumerate(shards) if s["first"] <= chunk < s["last"])
+            path = None
+            if data.get(split):
+                path = fs.join(self.chunks_dir, "%s-%09d" % (split, chunk))
+                fs.write_bytes_atomic(path, data[split])
+            Metrics.counter(_NAMESPACE, "examples").inc(counts[split])
+            yield (split, shard), (chunk, path, counts[split], stats if split == "train" else {})
+
+
+class _WriteShard:
+    """(split, shard) and its chunks -> the shard, in a temporary file, with its statistics."""
+
+    def __init__(self, c, plan, shards_dir):
+        self.c, self.plan, self.shards_dir = c, plan, shards_dir
+
+    def __call__(self, group):
+        (split, shard), chunks = group
+        if split == "problems":
+            yield "problems", [p for _, _, _, s in chunks for p in s["problems"]]
+            return
+        name = self.plan["splits"][split][shard]["file"]
+        # The temporary name ends like the local builder's: gzip records it in its header.
+        tmp = fs.join(self.shards_dir, name + ".tmp")
+        raw = ChecksummedWriter(fs.open_write(tmp))
+        out = RecordFile(raw, self.c.compress)
+        counter = collections.Counter()
+        for _, path, examples, stats in sorted(chunks, key=lambda x: x[0]):
+            if path:
+                out.write(fs.read_bytes(path))
+            counter["examples"] += examples
+            counter.update(stats)
+        out.close()
+        yield "shard", {"file": name, "tmp": tmp, "counter": dict(counter),
+                        "bytes": raw.bytes, "crc32c": raw.crc32c}
+
+
+def _write(c, settings, mix, counted, plan, options, temp):
+    per_path = mixing.entries_per_path(mix, counted)
+    first_entry = np.concatenate([[0], np.cumsum(per_path)[:-1]]).astype(np.int64).tolist()
+    chunks_dir, shards_dir, out = (fs.join(temp, d) for d in ("chunks", "shards", "results"))
+    for d in (chunks_dir, shards_dir, out):
+        fs.makedirs(d)
+    pipeline = beam.Pipeline(options=options)
+    (pipeline
+     | "Files" >> beam.Create(list(enumerate(mix.all_paths)))
+     | "Entries" >> beam.FlatMap(_ReadEntries(c, mix, counted, first_entry))
+     | "ByChunk" >> beam.GroupByKey()
+     | "Chunks" >> beam.ParDo(_ProcessChunk(settings, plan, mix.active, chunks_dir))
+     | "ByShard" >> beam.GroupByKey()
+     | "Shards" >> beam.FlatMap(_WriteShard(c, plan, shards_dir))
+     | "All" >> beam.combiners.ToList()
+     | "Results" >> beam.Map(lambda rows: fs.write_bytes_atomic(
+         fs.join(out, "results.json"), json.dumps(rows).encode())))
+    result = _run(pipeline, "build")
+    rows = json.loads(fs.read_bytes(fs.join(out, "results.json")))
+    problems = [p for kind, value in rows if kind == "problems" for p in value]
+    if problems and c.task.on_bad_record == "stop":
+        raise BuildError("%d bad record(s) in the chunks; the build stopped and removed its shards. "
+                         "First ones: %s. Fix the input, or pass --on_bad_record=skip to skip and "
+                         "count them." % (len(problems), "; ".join("%s %s" % tuple(p) for p in problems[:5])))
+    for origin, reason in problems[:5]:
+        steps.log("skipped bad record %s: %s" % (origin, reason), c)
+    metrics = {m.key.metric.name: m.committed for m in
+               result.metrics().query(MetricsFilter().with_namespace(_NAMESPACE))["counters"]}
+    return [value for kind, value in rows if kind == "shard"], metrics
+
+
+def _publish(c, plan, state, results):
+    """Moves the shards into place (in parallel: on Cloud Storage a move is a copy) and fills the
+    build state the manifest is made from."""
+    expected = {s["file"] for shards in plan["splits"].values() for s in shards}
+    found = {r["file"] for r in results}
+    if found != expected:
+        raise BuildError("the Beam pipeline wrote %d of %d shards (missing: %s)"
+                         % (len(found & expected), len(expected), ", ".join(sorted(expected - found))))
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda r: fs.rename(r["tmp"], fs.join(c.output_dir, r["file"])), results))
+    for r in results:
+        state["done"][r["file"]] = r["counter"]
+        state["shards"][r["file"]] = {"bytes": r["bytes"], "crc32c": r["crc32c"]}
