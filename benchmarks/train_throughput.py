@@ -30,7 +30,7 @@ V, H, LAYERS, HEADS, FF, L, B, P = 8000, 256, 4, 4, 1024, 128, 32, 20
 def ours():
     import tensorflow as tf
 
-    from pretrain import modeling, objectives, optimizers
+    from pretrain import modeling, objectives, optimizers, updates
 
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     config = modeling.BertConfig(vocab_size=V, hidden_size=H, num_hidden_layers=LAYERS,
@@ -60,8 +60,8 @@ def ours():
     @tf.function
     def step(seed):
         loss, grads = grads_fn(seed)
-        optimizers.apply_update(opt, grads, variables)
-        optimizers.count_update(opt)
+        updates.apply_update(opt, grads, variables)
+        updates.count_update(opt)
         return loss
 
     return lambda i: step(tf.constant([0, i], tf.int64)).numpy()

@@ -30,7 +30,11 @@ def get_config():
     #            rows of each batch: the batches (and so the weights, dropout aside) equal a
     #            single-process run's for any number of workers, which may change on resume;
     #            costs each worker the parsing/masking of the whole global batch (W x in total).
-    c.data = ml_collections.ConfigDict(dict(train_dir="", shuffle_buffer=10000, worker_split="files"))
+    # skip_bad_shards: shards that do not match the manifest (missing, truncated, changed bytes)
+    #   stop the run with an error naming them (False), or are left out, logged and counted (True;
+    #   local shards are then read once at start-up to check their CRC32C).
+    c.data = ml_collections.ConfigDict(dict(train_dir="", shuffle_buffer=10000, worker_split="files",
+                                            skip_bad_shards=False))
     c.train = ml_collections.ConfigDict(dict(
         global_batch_size=256,
         micro_batches=1,                # gradient accumulation: k micro-batches per update
@@ -48,15 +52,16 @@ def get_config():
         max_nonfinite_in_a_row=20,
         with_nsp=True,                  # NSP/SOP loss when the data has sentence pairs
     ))
-    # pretrain/optimizers.py. name: adamw | lamb | adam | sgd (Keras's; no weight decay there).
-    # schedule "warmup_decay": learning_rate reached after warmup_steps, then `decay` (linear |
-    # polynomial with `power` | cosine | constant) to end_learning_rate at decay_steps (0: the run's
-    # steps). schedule "piecewise": learning_rate x a multiplier interpolated between the points of
-    # `piecewise`, [[step, multiplier], ...] (bert4keras's piecewise_linear). step_offset: steps
-    # already done by an earlier phase (phase 2 of a 128 -> 512 recipe continues the schedule).
+    # pretrain/optimizers.py, schedules.py, updates.py. name: adamw | lamb | adam | sgd (Keras's;
+    # no weight decay there). schedule "warmup_decay": learning_rate reached after warmup_steps,
+    # then along `decay_shape` (linear | polynomial with `power` | cosine | constant) to
+    # end_learning_rate at decay_steps (0: the run's steps). schedule "piecewise": learning_rate x
+    # a multiplier interpolated between the points of `piecewise`, [[step, multiplier], ...]
+    # (bert4keras's piecewise_linear). step_offset: steps already done by an earlier phase
+    # (phase 2 of a 128 -> 512 recipe continues the schedule).
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adamw", learning_rate=1e-4, schedule="warmup_decay", warmup_steps=10000,
-        decay="linear", decay_steps=0, power=1.0, end_learning_rate=0.0,
+        decay_shape="linear", decay_steps=0, power=1.0, end_learning_rate=0.0,
         piecewise=[], step_offset=0,
         weight_decay=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
         bias_correction=True,           # adamw: False = google-research/bert's AdamWeightDecay

@@ -32,11 +32,11 @@ def get_config(phase="phase1"):
     c.train.precision = "auto"
     if phase == "phase1":
         c.train.update(global_batch_size=65536, micro_batches=64, steps=PHASE1_STEPS, steps_per_loop=10)
-        c.optimizer.update(learning_rate=6e-3, warmup_steps=2000, decay="polynomial", power=0.5)
+        c.optimizer.update(learning_rate=6e-3, warmup_steps=2000, decay_shape="polynomial", power=0.5)
     elif phase == "phase2":
         c.train.update(global_batch_size=32768, micro_batches=128, steps=1563, steps_per_loop=10,
                        recompute=True)
-        c.optimizer.update(learning_rate=4e-3, warmup_steps=200, decay="polynomial", power=0.5)
+        c.optimizer.update(learning_rate=4e-3, warmup_steps=200, decay_shape="polynomial", power=0.5)
     else:
         raise ValueError("bert_large.py takes phase1 or phase2, got %r" % phase)
     return c

@@ -17,5 +17,5 @@ def get_config():
     c.model.update(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048,
                    max_position_embeddings=256)
     c.train.update(global_batch_size=64, steps=200_000)
-    c.optimizer.update(learning_rate=3e-4, warmup_steps=2000, decay="cosine")
+    c.optimizer.update(learning_rate=3e-4, warmup_steps=2000, decay_shape="cosine")
     return c

@@ -16,5 +16,5 @@ def get_config():
     c = base.get_config()
     c.task = "simbert"
     c.train.update(global_batch_size=128, steps=100_000)
-    c.optimizer.update(learning_rate=5e-6, warmup_steps=0, decay="constant")
+    c.optimizer.update(learning_rate=5e-6, warmup_steps=0, decay_shape="constant")
     return c

@@ -1,4 +1,4 @@
-"""Optimizers, schedules and the derived-optimizer toolkit for pretraining (Keras 3 optimizers).
+"""Optimizers for pretraining (Keras 3 optimizers) and the wrappers that derive others from them.
 
 Base optimizers (name-pattern exclusion lists are regular expressions searched in variable paths;
 the default excludes LayerNorm and bias parameters, as Google BERT, NVIDIA and Model Garden do):
@@ -15,102 +15,21 @@ Wrappers (any Keras optimizer inside; they compose, e.g. Lookahead(ScaledLR(Lamb
   * `ScaledLR`: per-variable learning-rate multipliers (name patterns, or layer-wise decay).
   * `Lookahead` (Zhang et al., 2019): k fast steps, then slow += alpha * (fast - slow), fast = slow.
 
-Schedules: `WarmupDecay` (linear warmup, then linear/polynomial/cosine/constant) and
-`PiecewiseLinear` ({step: multiplier}, bert4keras's `piecewise_linear`); both take `step_offset`
-so phase 2 of a two-phase recipe continues the step count.
-
-Around the optimizer, in the trainer: `transform_gradients` (per-variable hooks such as per-variable
-clipping, after the all-reduce and before global-norm clipping), `apply_update` (one update in
-replica context with gradients already summed over replicas and micro-batches), `count_update`
-(the update counters: they count updates, never micro-batches) and `WeightAverage` (EMA of the
-weights, exportable).
-`build_optimizer(config.optimizer, total_steps)` builds all of it from a config.
+`build_optimizer(config.optimizer, total_steps)` builds all of it from a config, with a schedule
+from `schedules` (the update step around it is in `updates`).
 """
 
-import math
 import re
 import warnings
-from typing import Callable, Dict, Sequence
+from typing import Dict, Sequence
 
 import keras
 import tensorflow as tf
 
+from pretrain.schedules import build_schedule
+
 DEFAULT_EXCLUDE = ("LayerNorm", "bias")
-SCHEDULES = ("warmup_decay", "piecewise")
-
-
-class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to `peak` over `warmup_steps`, then decay to `end` at `decay_steps`."""
-
-    def __init__(self, peak, warmup_steps, decay_steps, decay="linear", power=1.0, end=0.0,
-                 step_offset=0):
-        if decay not in ("linear", "polynomial", "cosine", "constant"):
-            raise ValueError("Unknown decay %r (linear, polynomial, cosine, constant)" % decay)
-        if warmup_steps < 0 or decay_steps < warmup_steps:
-            raise ValueError("Need 0 <= warmup_steps (%d) <= decay_steps (%d)" % (warmup_steps, decay_steps))
-        self.peak, self.warmup_steps, self.decay_steps = float(peak), int(warmup_steps), int(decay_steps)
-        self.decay, self.power, self.end = decay, float(power), float(end)
-        self.step_offset = int(step_offset)  # phase 2 of a two-phase recipe continues the count
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32) + self.step_offset
-        warm = self.peak * step / max(self.warmup_steps, 1)
-        span = max(self.decay_steps - self.warmup_steps, 1)
-        frac = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
-        if self.decay == "cosine":
-            decayed = self.end + (self.peak - self.end) * 0.5 * (1.0 + tf.cos(math.pi * frac))
-        elif self.decay == "constant":
-            decayed = tf.constant(self.peak)
-        else:
-            power = 1.0 if self.decay == "linear" else self.power
-            decayed = self.end + (self.peak - self.end) * (1.0 - frac) ** power
-        return tf.where(step < self.warmup_steps, warm, decayed)
-
-    def get_config(self):
-        return dict(peak=self.peak, warmup_steps=self.warmup_steps, decay_steps=self.decay_steps,
-                    decay=self.decay, power=self.power, end=self.end, step_offset=self.step_offset)
-
-
-class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
-    """`base` times a multiplier interpolated linearly between (step, multiplier) points.
-
-    bert4keras's `piecewise_linear`: a point (0, 0) is prepended when the first step is not 0, and
-    the multiplier stays at its last value after the last point. {1000: 1, 2000: 0.1} warms up
-    over 1000 steps, decays to a tenth by step 2000 and stays there. `points` is a dict or a list
-    of pairs; steps must be non-negative integers, strictly increasing in the order given.
-    """
-
-    def __init__(self, base, points, step_offset=0):
-        pairs = list(points.items()) if isinstance(points, dict) else [tuple(p) for p in points]
-        if not pairs:
-            raise ValueError("piecewise schedule has no points")
-        try:
-            pairs = [(int(step), float(mult)) for step, mult in pairs]
-        except (TypeError, ValueError):
-            raise ValueError("piecewise schedule points must be (step, multiplier) pairs, got %r"
-                             % (points,))
-        steps = [step for step, _ in pairs]
-        if isinstance(points, dict):
-            pairs.sort()
-            steps.sort()
-        if steps[0] < 0 or any(b <= a for a, b in zip(steps, steps[1:])):
-            raise ValueError("piecewise schedule steps must be non-negative and strictly increasing, "
-                             "got %s" % steps)
-        if any(mult < 0 for _, mult in pairs):
-            raise ValueError("piecewise schedule multipliers must be >= 0, got %r" % pairs)
-        if pairs[0][0] != 0:
-            pairs.insert(0, (0, 0.0))
-        self.base, self.points, self.step_offset = float(base), pairs, int(step_offset)
-
-    def __call__(self, step):
-        t = tf.cast(step, tf.float32) + self.step_offset
-        mult = tf.constant(self.points[-1][1])
-        for (t0, m0), (t1, m1) in reversed(list(zip(self.points, self.points[1:]))):
-            mult = tf.where(t < t1, m0 + (m1 - m0) * (t - t0) / (t1 - t0), mult)
-        return self.base * mult
-
-    def get_config(self):
-        return dict(base=self.base, points=self.points, step_offset=self.step_offset)
+BASES = ("adamw", "lamb", "adam", "sgd")
 
 
 def _matches(patterns, path):
@@ -134,7 +53,7 @@ class _Decoupled(keras.optimizers.Optimizer):
         if weight_decay < 0 or not 0 <= beta_1 < 1 or not 0 <= beta_2 < 1 or epsilon <= 0:
             raise ValueError("%s needs weight_decay >= 0, 0 <= beta_1, beta_2 < 1 and epsilon > 0; "
                              "got %r, %r, %r, %r" % (name, weight_decay, beta_1, beta_2, epsilon))
-        self.decay_rate, self.beta_1, self.beta_2, self.epsilon = weight_decay, beta_1, beta_2, epsilon
+        self.weight_decay, self.beta_1, self.beta_2, self.epsilon = weight_decay, beta_1, beta_2, epsilon
         self.exclude_decay, self.lazy = tuple(exclude_from_weight_decay), tuple(lazy)
         self._flags = {}
 
@@ -146,12 +65,12 @@ class _Decoupled(keras.optimizers.Optimizer):
         for var in var_list:
             self._flags[self._var_key(var)] = self._variable_flags(var.path)
         paths = [v.path for v in var_list]
-        if self.decay_rate > 0:
+        if self.weight_decay > 0:
             warn_unmatched("exclude_from_weight_decay", self.exclude_decay, paths)
         warn_unmatched("lazy", self.lazy, paths)
 
     def _variable_flags(self, path):
-        return {"decay": self.decay_rate > 0 and not _matches(self.exclude_decay, path),
+        return {"decay": self.weight_decay > 0 and not _matches(self.exclude_decay, path),
                 "lazy": _matches(self.lazy, path)}
 
     def update_step(self, gradient, variable, learning_rate):
@@ -185,7 +104,7 @@ class _Decoupled(keras.optimizers.Optimizer):
             m, v = m / (1.0 - tf.pow(self.beta_1, t)), v / (1.0 - tf.pow(self.beta_2, t))
         update = m / (tf.sqrt(v) + self.epsilon)
         if flags["decay"]:
-            update += self.decay_rate * variable
+            update += self.weight_decay * variable
         return update
 
     def _scale(self, update, variable, flags):
@@ -338,141 +257,6 @@ class Lookahead(_Wrapper):
         tf.cond(tf.equal(self.iterations, 0), start, lambda: None)
         self.inner.update_step(gradient, variable, learning_rate)
         tf.cond(tf.equal((self.iterations + 1) % self.k, 0), sync, lambda: None)
-
-
-# ------------------------------------------------------------------ gradient transforms
-
-GRADIENT_TRANSFORMS: Dict[str, Callable] = {}
-
-
-def register_gradient_transform(name):
-    """Decorator: `fn(**arguments)` returning `transform(gradient, variable) -> gradient`."""
-    def register(factory):
-        GRADIENT_TRANSFORMS[name] = factory
-        return factory
-    return register
-
-
-@register_gradient_transform("clip_by_norm")
-def _clip_by_norm(max_norm):
-    if max_norm <= 0:
-        raise ValueError("clip_by_norm needs max_norm > 0, got %r" % max_norm)
-    return lambda g, v: tf.clip_by_norm(g, max_norm)
-
-
-@register_gradient_transform("clip_by_value")
-def _clip_by_value(limit):
-    if limit <= 0:
-        raise ValueError("clip_by_value needs limit > 0, got %r" % limit)
-    return lambda g, v: tf.clip_by_value(g, -limit, limit)
-
-
-@register_gradient_transform("scale")
-def _scale_gradient(factor):
-    return lambda g, v: g * factor
-
-
-def build_gradient_transforms(specs, paths):
-    """[{name, pattern (optional, default all), **arguments}] -> [(transform, set of paths)]."""
-    out = []
-    for spec in specs or []:
-        spec = dict(spec)
-        name, pattern = spec.pop("name", None), spec.pop("pattern", "")
-        if name not in GRADIENT_TRANSFORMS:
-            raise ValueError("Unknown gradient transform %r (%s)" % (name, ", ".join(sorted(GRADIENT_TRANSFORMS))))
-        try:
-            fn = GRADIENT_TRANSFORMS[name](**spec)
-        except TypeError as e:
-            raise ValueError("gradient transform %r: %s" % (name, e))
-        if pattern:
-            warn_unmatched("gradient transform %s" % name, [pattern], paths)
-        out.append((fn, {p for p in paths if re.search(pattern, p)}))
-    return out
-
-
-def transform_gradients(transforms, grads, variables):
-    """Applies each transform to the gradients of the variables it selects, in order."""
-    for fn, selected in transforms:
-        grads = [fn(g, v) if v.path in selected else g for g, v in zip(grads, variables)]
-    return grads
-
-
-# ------------------------------------------------------------------------------- updates
-
-def apply_update(optimizer, grads, variables):
-    """One optimizer update, in replica context, with gradients already reduced over replicas and
-    micro-batches: every replica applies the same update to its own copy of each variable.
-
-    Keras's `apply_gradients` all-reduces by itself and goes through `merge_call`, which cannot sit
-    inside the `tf.cond` of the trainer's non-finite guard. Here every assignment is to a variable
-    with aggregation NONE (the parameters and every optimizer slot), which in replica context
-    updates the local copy and needs no cross-replica call: the same code runs under the default
-    strategy, MirroredStrategy, MultiWorkerMirroredStrategy and inside a TPU's XLA computation.
-    The update counters are advanced by `count_update`, outside any conditional.
-    """
-    lr = optimizer.learning_rate
-    for grad, var in zip(grads, variables):
-        optimizer.update_step(grad, var, lr)
-
-
-def count_update(optimizer, applied=True):
-    """Advances the update counter of `optimizer` and of every optimizer it wraps by 1 if
-    `applied` (a bool tensor), else 0. Counters are `iterations`, aggregated ONLY_FIRST_REPLICA
-    by Keras: in replica context they go through `merge_call`, so this must not run inside a
-    `tf.cond` or `tf.while_loop` of the replica function."""
-    n = tf.cast(applied, tf.int64)
-    while optimizer is not None:
-        optimizer.iterations.assign_add(tf.cast(n, optimizer.iterations.dtype))
-        optimizer = getattr(optimizer, "inner", None)
-
-
-class WeightAverage(tf.Module):
-    """Exponential moving average of weights: shadow <- decay * shadow + (1 - decay) * w, the
-    shadow taking the weights themselves at its first update (as Keras's `use_ema` does).
-
-    Kept in the training checkpoint under the key `ema`, one shadow per entry of `variables`
-    (the model's `trainable_variables`, in order). `launch.export --ema` writes the shadows
-    instead of the raw weights: build the model, `WeightAverage(model.trainable_variables)`,
-    restore both from the checkpoint, then `copy_to(model.trainable_variables)`.
-    """
-
-    def __init__(self, variables, decay: float = 0.999, name="ema"):
-        super().__init__(name=name)
-        if not 0.0 <= decay < 1.0:
-            raise ValueError("ema decay must be in [0, 1), got %r" % decay)
-        self.decay = decay
-        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="ema_updates")
-        self.averages = [tf.Variable(tf.convert_to_tensor(v), trainable=False,
-                                     name="ema_%d" % i) for i, v in enumerate(variables)]
-
-    def update(self, variables):
-        decay = tf.where(self.updates > 0, self.decay, 0.0)
-        for average, v in zip(self.averages, variables):
-            average.assign(decay * average + (1.0 - decay) * tf.convert_to_tensor(v))
-        self.updates.assign_add(1)
-
-    def copy_to(self, variables):
-        for average, v in zip(self.averages, variables):
-            v.assign(average)
-
-
-# ------------------------------------------------------------------------------ from config
-
-BASES = ("adamw", "lamb", "adam", "sgd")
-
-
-def build_schedule(c, total_steps):
-    schedule = c.get("schedule", "warmup_decay")
-    if schedule == "warmup_decay":
-        return WarmupDecay(c.learning_rate, c.get("warmup_steps", 0), c.get("decay_steps") or total_steps,
-                           decay=c.get("decay", "linear"), power=c.get("power", 1.0),
-                           end=c.get("end_learning_rate", 0.0), step_offset=c.get("step_offset", 0))
-    if schedule == "piecewise":
-        points = c.get("piecewise")
-        if hasattr(points, "to_dict"):
-            points = points.to_dict()
-        return PiecewiseLinear(c.learning_rate, points or [], step_offset=c.get("step_offset", 0))
-    raise ValueError("Unknown schedule %r (%s)" % (schedule, ", ".join(SCHEDULES)))
 
 
 def build_optimizer(config, total_steps, variables=None, num_layers=None):

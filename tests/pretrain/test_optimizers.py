@@ -2,8 +2,8 @@
 
 Every case runs the way the trainer runs: 2 replicas of a MirroredStrategy on logical CPUs, k=3
 micro-batches per update summed locally, one all-reduce, per-variable gradient transforms,
-global-norm clipping, then `optimizers.apply_update` and the EMA update on every replica (replica
-context, as the trainer's step does) and `optimizers.count_update`.
+global-norm clipping, then `updates.apply_update` and the EMA update on every replica (replica
+context, as the trainer's step does) and `updates.count_update`.
 The variables carry BERT-like paths so the exclusion lists, layer-wise decay and lazy rows act on
 them; one of them starts at zero (LAMB's zero-norm branch). Each case is checked for 12 updates at
 1e-6, and a run cut after 6 updates and restored from a checkpoint into fresh objects must end
@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from configs import base
-from pretrain import optimizers
+from pretrain import optimizers, schedules, updates
 from tests.conftest import mirrored
 from tests.pretrain import optimizer_reference as ref
 
@@ -96,8 +96,8 @@ class TFRun:
             self.optimizer = optimizers.build_optimizer(config, STEPS, variables=self.variables,
                                                         num_layers=NUM_LAYERS)
             self.optimizer.build(self.variables)
-            self.transforms = optimizers.build_gradient_transforms(config.gradient_transforms, self.paths)
-            self.ema = optimizers.WeightAverage(self.variables, config.ema_decay) if config.ema_decay else None
+            self.transforms = updates.build_gradient_transforms(config.gradient_transforms, self.paths)
+            self.ema = updates.WeightAverage(self.variables, config.ema_decay) if config.ema_decay else None
         self.data = {p: (tf.constant(a, tf.float32), tf.constant(c, tf.float32)) for p, (a, c) in data.items()}
         self.clip_norm = clip_norm
         self.step = tf.function(self._step)
@@ -113,13 +113,13 @@ class TFRun:
                                  for p, v in zip(self.paths, self.variables)]) / (REPLICAS * MICRO)
             grads = [a + b for a, b in zip(grads, tape.gradient(loss, self.variables))]
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        grads = optimizers.transform_gradients(self.transforms, grads, self.variables)
+        grads = updates.transform_gradients(self.transforms, grads, self.variables)
         if self.clip_norm:
             grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
-        optimizers.apply_update(self.optimizer, grads, self.variables)
+        updates.apply_update(self.optimizer, grads, self.variables)
         if self.ema is not None:
             self.ema.update(self.variables)
-        optimizers.count_update(self.optimizer)
+        updates.count_update(self.optimizer)
 
     def _step(self, t):
         self.strategy.run(self._replica, args=(t,))
@@ -146,7 +146,7 @@ def _schedule(config):
     c = config
     if c.schedule == "piecewise":
         return lambda t: ref.piecewise(t, c.learning_rate, [tuple(p) for p in c.piecewise], c.step_offset)
-    return lambda t: ref.warmup_decay(t, c.learning_rate, c.warmup_steps, c.decay_steps, c.decay,
+    return lambda t: ref.warmup_decay(t, c.learning_rate, c.warmup_steps, c.decay_steps, c.decay_shape,
                                       c.power, c.end_learning_rate, c.step_offset)
 
 
@@ -199,7 +199,7 @@ def _reference(config, data, clip_norm):
 CASES = {
     "adamw_linear_warmup": (dict(name="adamw"), 0.0),
     "adamw_google_no_bias_correction_polynomial": (
-        dict(name="adamw", bias_correction=False, decay="polynomial", power=2.0, end_learning_rate=0.01), 0.0),
+        dict(name="adamw", bias_correction=False, decay_shape="polynomial", power=2.0, end_learning_rate=0.01), 0.0),
     "lamb_cosine_zero_norm": (dict(name="lamb", decay="cosine", weight_decay=0.2), 0.0),
     "lamb_lookahead_piecewise_layer_decay": (
         dict(name="lamb", schedule="piecewise", piecewise=[[2, 1.0], [6, 0.3], [9, 0.1]],
@@ -247,11 +247,11 @@ def test_matches_numpy_reference_and_resumes_exactly(case, tmp_path):
 
 
 def test_schedules_at_their_boundaries():
-    warm = optimizers.WarmupDecay(1.0, warmup_steps=4, decay_steps=8, decay="linear", step_offset=0)
+    warm = schedules.WarmupDecay(1.0, warmup_steps=4, decay_steps=8, shape="linear", step_offset=0)
     assert [round(float(warm(t)), 6) for t in (0, 2, 4, 6, 8, 10)] == [0, 0.5, 1.0, 0.5, 0.0, 0.0]
-    phase2 = optimizers.WarmupDecay(1.0, warmup_steps=4, decay_steps=8, step_offset=4)
+    phase2 = schedules.WarmupDecay(1.0, warmup_steps=4, decay_steps=8, step_offset=4)
     assert float(phase2(0)) == pytest.approx(1.0) and float(phase2(2)) == pytest.approx(0.5)
-    pw = optimizers.PiecewiseLinear(2.0, {1000: 1.0, 2000: 0.1})
+    pw = schedules.PiecewiseLinear(2.0, {1000: 1.0, 2000: 0.1})
     for t in (0, 500, 1000, 1500, 2000, 5000):
         assert float(pw(t)) == pytest.approx(ref.piecewise(t, 2.0, [(1000, 1.0), (2000, 0.1)]), rel=1e-6)
     assert float(pw(500)) == pytest.approx(1.0) and float(pw(5000)) == pytest.approx(0.2)
@@ -288,7 +288,7 @@ def test_bad_settings_are_refused(kw, message):
 
 def test_unknown_gradient_transform_is_refused():
     with pytest.raises(ValueError, match="Unknown gradient transform 'clip'"):
-        optimizers.build_gradient_transforms([dict(name="clip")], list(SHAPES))
+        updates.build_gradient_transforms([dict(name="clip")], list(SHAPES))
 
 
 @pytest.mark.parametrize("kw, what", [
@@ -310,7 +310,7 @@ def test_trainer_refuses_bad_optimizer_before_any_step(mlm_data, tmp_path):
 
     c = tiny_config(mlm_data)
     c.optimizer.lookahead.update(k=2, alpha=2.0)
-    with pytest.raises(TrainError, match="config.optimizer: Lookahead alpha"):
+    with pytest.raises(TrainError, match=r"optimizer.lookahead.alpha=2.0: must be in \(0, 1\]"):
         Trainer(c, str(tmp_path / "run"), progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -334,9 +334,9 @@ def test_trainer_resumes_the_whole_toolkit_exactly(mlm_data, tmp_path):
     Trainer(config(4), str(tmp_path / "cut"), progress=False).train()
     resumed = Trainer(config(6), str(tmp_path / "cut"), progress=False)
     assert resumed.train().step == 6
-    for a, b in zip(full.model.weights + full.ema.averages, resumed.model.weights + resumed.ema.averages):
+    for a, b in zip(full.model.weights + full.state.ema.averages, resumed.model.weights + resumed.state.ema.averages):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
     assert int(resumed.optimizer.iterations.numpy()) == 6 == int(resumed.optimizer.inner.iterations.numpy())
     # The EMA differs from the weights (it is an average, not a copy).
     assert any(not np.allclose(a.numpy(), w.numpy()) for a, w in
-               zip(resumed.ema.averages, resumed.model.trainable_variables))
+               zip(resumed.state.ema.averages, resumed.model.trainable_variables))
