@@ -1,11 +1,25 @@
-"""What every entry point in launch/ shares."""
+"""What every entry point in launch/ shares: the command record, a quiet TensorFlow import (and
+--verbose to see it all), and flag parsing that turns a bad --config.x override into one line."""
 
+import os
+import re
 import shlex
 import sys
+import tempfile
 
-from data_pipeline import fs
+from absl import flags
+
+from storage import fs
 
 COMMAND_FILE = "command.txt"
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log messages (its C++ start-up and "
+                  "device lines are hidden otherwise; so they are when TF_CPP_MIN_LOG_LEVEL is set).")
+
+# What TensorFlow prints on start-up that is not for the user: library and device probing.
+_NOISE = re.compile(r"All log messages before absl::InitializeLog|oneDNN custom operations|"
+                    r"cudart_stub|cuda_platform|cuInit|cpu_feature_guard|rebuild TensorFlow with|"
+                    r"Could not find cuda drivers|Unable to register cu(DNN|FFT|BLAS) factory|"
+                    r"computation placer already registered|TF-TRT Warning")
 
 
 def record_command(directory: str, module: str):
@@ -18,3 +32,55 @@ def record_command(directory: str, module: str):
     previous = fs.read_bytes(path) if fs.exists(path) else b""
     # gs:// objects cannot be appended to: the whole file is rewritten.
     fs.write_bytes_atomic(path, previous + line.encode("utf-8") + b"\n")
+
+
+def import_tensorflow(verbose: bool = False):
+    """Imports TensorFlow with its start-up noise hidden (what it prints while loading its
+    libraries, and the cuInit error of a machine without a GPU), unless --verbose or the user's
+    own TF_CPP_MIN_LOG_LEVEL asks for it. Anything else it prints is shown."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    if verbose or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        import tensorflow as tf
+        return tf
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"   # device probing logs its failures as errors
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines()
+                    if line.strip() and not _NOISE.search(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr, flush=True)
+    return tf
+
+
+def parse_flags(program: str, renamed=None):
+    """A flags parser for `app.run`: bad flags and --config.x overrides end in one line naming
+    the flag (exit 2), not a traceback. `renamed`: {old field path: new path}."""
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            message = str(e)
+        except (AttributeError, KeyError) as e:   # ml_collections: --config.<no such field>=
+            field = next((a.split("=")[0] for a in argv[1:] if a.startswith("--config.")
+                          and _missing(a.split("=")[0][len("--config."):], e)), "a --config field")
+            old = field[len("--config."):]
+            message = ("%s: renamed to --config.%s" % (field, renamed[old]) if old in (renamed or {})
+                       else "%s: no such field in the config (%s)" % (field, str(e).strip("'\"")))
+        except ValueError as e:
+            message = str(e)
+        print("%s: error: %s\nPass --helpshort to see the flags." % (program, message), file=sys.stderr)
+        sys.exit(2)
+    return parse
+
+
+def _missing(path, error):
+    return path.rsplit(".", 1)[-1] in str(error)

@@ -7,7 +7,7 @@ Writes bert_config.json, bert_model.ckpt.{index,data-00000-of-00001} (Google's v
 the vocabulary and export_manifest.json; the latest checkpoint unless --step is given. Load it with
 `pretrain.build_transformer_model(config, checkpoint)`, bert4keras, HF transformers' TF loader or
 google-research/bert's run_classifier.py. Re-running the same command does nothing; an output
-holding another export is refused. gs:// paths are checked first (`pretrain.gcs.preflight`).
+holding another export is refused. gs:// paths are checked first (`storage.gcs.preflight`).
 """
 
 import sys
@@ -21,18 +21,26 @@ flags.DEFINE_string("workdir", None, "The pretraining run (local or gs://).")
 flags.DEFINE_string("output", None, "Export directory (local or gs://): new, empty, or holding this export.")
 flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the latest).")
 flags.DEFINE_bool("ema", False, "Export the run's exponential moving average of the weights.")
-flags.DEFINE_string("vocab", None, "The vocabulary file, when the path recorded in the data manifest "
-                    "is not readable here (checked against the manifest's sha256).")
+flags.DEFINE_string("vocab", None, "The vocabulary file, for runs from before the vocabulary was "
+                    "copied into the run directory, when the one their data manifest names is not "
+                    "readable here (checked against its sha256).")
 flags.mark_flags_as_required(["workdir", "output"])
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    import tensorflow as tf
+    from pretrain.rundir import RunDir
+    from storage import fs
 
-    from pretrain import export, gcs
+    if not fs.is_remote(FLAGS.workdir) and not fs.exists(RunDir(FLAGS.workdir).config):
+        print("export: error: %s has no config.json: is it a pretraining run directory (the "
+              "--workdir of `python -m launch.pretrain`)?" % FLAGS.workdir, file=sys.stderr)
+        return 2
+    tf = common.import_tensorflow(FLAGS.verbose)
+    from pretrain import export
     from pretrain.google_checkpoint import CheckpointError
+    from storage import gcs
 
     def log(text):
         print(text, file=sys.stderr, flush=True)
@@ -54,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags("export"))

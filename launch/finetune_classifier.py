@@ -80,12 +80,12 @@ def finetune(export_dir, train_rows, eval_rows, max_len=64, epochs=3, batch_size
     import keras
     import numpy as np
 
-    from pretrain import build_transformer_model, load_tokenizer
+    from pretrain import build_transformer_model, load_finetune_tokenizer
     from pretrain.finetune import export_files
 
     keras.utils.set_random_seed(seed)
     files = export_files(export_dir)
-    tokenizer = load_tokenizer(files["vocab"])
+    tokenizer = load_finetune_tokenizer(files["vocab"])
     labels = sorted({label for _, label in train_rows})
     unknown = sorted({label for _, label in eval_rows} - set(labels))
     if unknown:

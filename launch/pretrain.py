@@ -4,8 +4,11 @@ r"""Pretrains a BERT-family model on shards built by `launch.build_data`.
     python -m launch.pretrain --config=configs/bert_base.py --config.data.train_dir=gs://b/data \
         --config.distribute.name=tpu --config.distribute.tpu=local --workdir=gs://b/runs/base
 
-Any config field can be overridden with --config.a.b=value. Re-running the same command resumes
-from the last checkpoint (model, optimizer, step and data position); SIGTERM checkpoints and exits.
+Any config field can be overridden with --config.a.b=value; every field is checked (names, types,
+ranges) before TensorFlow loads. Re-running the same command resumes from the last checkpoint
+(model, optimizer, step and data position). SIGTERM checkpoints and exits 0; Ctrl-C checkpoints
+and exits 130 (a second Ctrl-C exits at once). Exit 2: bad config, data or workdir (e.g. another
+run holds it); the message says which.
 """
 
 import os
@@ -15,6 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from launch import common
+from storage import fs
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
@@ -31,13 +35,32 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress output
     c = FLAGS.config
+    # Everything that can be checked without TensorFlow is, first: a typo fails in a second.
+    from pretrain import run_config
+    try:
+        run_config.check(c)
+    except run_config.ConfigError as e:
+        print("pretrain: error: %s" % e, file=sys.stderr)
+        return 2
+    from data_pipeline.manifest import Manifest, ManifestError
+    if not c.data.train_dir:
+        print("pretrain: error: config.data.train_dir is empty: pass "
+              "--config.data.train_dir=<a directory built by launch.build_data>.", file=sys.stderr)
+        return 2
+    if not fs.is_remote(c.data.train_dir):
+        try:
+            Manifest.load(c.data.train_dir)
+        except ManifestError as e:
+            print("pretrain: error: %s" % e, file=sys.stderr)
+            return 2
     if c.distribute.name == "tpu" and c.distribute.tpu not in ("", "local"):
         # A pod slice, driven from worker 0: this client must not take the local chips, which the
         # host's TPU runtime serves to the whole slice. TensorFlow reads this when it loads libtpu.
         os.environ.setdefault("TPU_LOAD_LIBRARY", "0")
-    from pretrain import distribute, gcs   # imports TensorFlow: after flag parsing, so --help is instant
+    common.import_tensorflow(FLAGS.verbose)
+    from pretrain import distribute
     from pretrain.trainer import TrainError, Trainer
-    from data_pipeline.loader import ManifestError
+    from storage import gcs
 
     if FLAGS.preflight:
         try:
@@ -55,8 +78,13 @@ def main(argv):
     except (TrainError, ManifestError, distribute.StrategyError) as e:
         print("pretrain: error: %s" % e, file=sys.stderr)
         return 2
-    return 0 if result.status in ("finished", "preempted") else 1
+    except KeyboardInterrupt:   # a second Ctrl-C: stop now, without a checkpoint
+        print("pretrain: stopped by a second Ctrl-C; the run resumes from its last checkpoint.",
+              file=sys.stderr)
+        return 130
+    return {"finished": 0, "preempted": 0, "interrupted": 130}.get(result.status, 1)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from pretrain.run_config import RENAMED
+    app.run(main, flags_parser=common.parse_flags("pretrain", RENAMED))

@@ -3,11 +3,22 @@ Google's checkpoint layout, and the fine-tuning API.
 
 Public API for fine-tuning (bert4keras's call, Keras 3 models):
     build_transformer_model(config_path, checkpoint_path, with_pool=..., with_mlm=...)
-    load_tokenizer(vocab_path).encode(first, second, maxlen) -> (token_ids, segment_ids)
+    load_finetune_tokenizer(vocab_path).encode(first, second, maxlen) -> (token_ids, segment_ids)
     sequence_padding(batch)
 Training: `pretrain.trainer.Trainer`; export: `pretrain.export.export` (`python -m launch.export`).
+
+Importing the package does not import TensorFlow (the names above load it on first use), so
+`pretrain.run_config` checks a config in a second.
 """
 
-from pretrain.finetune import build_transformer_model, load_tokenizer, sequence_padding
+_LAZY = {"build_transformer_model": "pretrain.finetune", "load_finetune_tokenizer": "pretrain.finetune",
+         "sequence_padding": "pretrain.finetune"}
 
-__all__ = ["build_transformer_model", "load_tokenizer", "sequence_padding"]
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError("module 'pretrain' has no attribute %r" % name)

@@ -147,6 +147,27 @@ def tpu_worker_number(timeout: float = 2.0) -> Optional[int]:
         return None
 
 
+_GATHER = {}
+
+
+def gather_int(strategy, value: int):
+    """An integer in [0, 2**48) from every replica of every worker: a numpy int64 array.
+
+    One all-gather of float32 pairs (value // 2**24, value % 2**24), each exact in float32:
+    float32 collectives exist everywhere (NCCL, gRPC/ring, XLA on TPUs), while integer ones are
+    not registered for every device and build (no int32 all-reduce on GPUs, no int64 on TPUs)."""
+    if not 0 <= value < 1 << 48:
+        raise ValueError("gather_int takes 0 <= value < 2**48, got %d" % value)
+    if strategy not in _GATHER:   # traced once per strategy
+        _GATHER[strategy] = tf.function(lambda v: strategy.run(
+            lambda x: tf.distribute.get_replica_context().all_gather(x[None], axis=0), args=(v,)))
+    high, low = divmod(int(value), 1 << 24)
+    with strategy.scope():
+        gathered = _GATHER[strategy](tf.constant([high, low], tf.float32))
+    pairs = strategy.experimental_local_results(gathered)[0].numpy().astype("int64")
+    return (pairs[:, 0] << 24) | pairs[:, 1]
+
+
 def worker_info(strategy) -> WorkerInfo:
     resolver = getattr(strategy, "cluster_resolver", None)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and resolver is not None:

@@ -1,4 +1,4 @@
-"""Exports a pretraining run as a Google BERT checkpoint directory (CONTRACTS.md §2).
+"""Exports a pretraining run as a Google BERT checkpoint directory (docs/FORMATS.md §2).
 
     export(workdir="runs/base", output="exports/base/100000")          # latest step
     export(workdir="runs/base", output="gs://b/exports/base/ema", step=100000, ema=True)
@@ -9,7 +9,8 @@ slots, no step counters):
     bert_config.json                    Google's keys (+ embedding_size when factorized)
     bert_model.ckpt.index, bert_model.ckpt.data-00000-of-00001
                                         name-based checkpoint: `bert/...` and `cls/...` variables
-    vocab.txt | sentencepiece.model     the vocabulary the run's data was tokenized with
+    vocab.txt | sentencepiece.model     the vocabulary the run's data was tokenized with (the copy
+                                        in the run directory; older runs: the data's)
     export_manifest.json                source run and step, heads, vocab, metrics, checksums
 
 The checkpoint is written by TensorFlow's V2 bundle writer (`tf.raw_ops.SaveV2`) under the names of
@@ -27,7 +28,6 @@ already holds this export is left as it is; one that holds anything else is refu
 """
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -37,14 +37,16 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from data_pipeline import fs, loader
+from data_pipeline.manifest import Manifest, ManifestError
 from data_pipeline.tokenizer import VocabError, load_tokenizer
-from pretrain import gcs, google_checkpoint, optimizers
-from pretrain.google_checkpoint import CHECKPOINT, CONFIG_FILE, EXPORT_MANIFEST
+from pretrain import google_checkpoint, updates
+from pretrain.google_checkpoint import BERT_CONFIG, CHECKPOINT, EXPORT_MANIFEST, CheckpointError
 from pretrain.modeling import BertConfig, build_model, google_variables
+from pretrain.rundir import VOCAB_FILES, RunDir
+from storage import fs, gcs
 
-VOCAB_FILES = {"wordpiece": "vocab.txt", "sentencepiece": "sentencepiece.model"}
 FORMAT = "google-bert-checkpoint"
+_ADVICE = "export another step with --step"
 _OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
@@ -68,12 +70,13 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
       The export manifest (also written as output/export_manifest.json).
     """
     log = log or (lambda text: None)
-    run = read_run_config(workdir)
-    checkpoint = find_checkpoint(workdir, step)
+    rundir = RunDir(workdir)
+    run = read_run_config(rundir)
+    checkpoint = find_checkpoint(rundir, step)
     source = {"workdir": workdir if fs.is_remote(workdir) else os.path.abspath(workdir),
               "checkpoint": os.path.basename(checkpoint),
-              "step": _step_of(checkpoint), "ema": bool(ema),
-              "index_sha256": _sha256(checkpoint + ".index")}
+              "step": RunDir.step_of(checkpoint), "ema": bool(ema),
+              "index_sha256": fs.sha256(checkpoint + ".index")}
     existing = _existing_export(output)
     if existing is not None:
         if _same_source(existing.get("source", {}), source):
@@ -85,13 +88,13 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
                           "--output, or delete it first." % (output, old.get("step"), ", EMA" if
                                                             old.get("ema") else "", old.get("workdir")))
     config = _model_config(run, workdir)
-    vocab_info = _find_vocab(run, config, vocab)
+    vocab_info = _find_vocab(rundir, run, config, vocab)
     staging = _staging_dir(output)
     try:
         values, heads = restore_weights(checkpoint, config, ema)
         heads["pooler_trained"] = heads["nsp"] or run.get("task") == "simbert"
         manifest = _write(staging, values, config, vocab_info, heads, run, source,
-                          _metrics(workdir, source["step"]))
+                          _metrics(rundir, source["step"]))
         _publish(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -102,30 +105,26 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
 
 # ---------------------------------------------------------------------------------- the run
 
-def read_run_config(workdir: str) -> dict:
-    path = fs.join(workdir, "config.json")
-    if not fs.exists(path):
+def read_run_config(rundir: RunDir) -> dict:
+    run = rundir.read_config()
+    if run is None:
         raise ExportError("%s has no config.json: is it a pretraining run directory (the --workdir "
-                          "of `python -m launch.pretrain`)?" % workdir)
-    return json.loads(fs.read_bytes(path))
+                          "of `python -m launch.pretrain`)?" % rundir.workdir)
+    return run
 
 
-def find_checkpoint(workdir: str, step=None) -> str:
+def find_checkpoint(rundir: RunDir, step=None) -> str:
     """The checkpoint prefix (…/checkpoints/ckpt-N) of `step`, or of the latest step."""
-    directory = fs.join(workdir, "checkpoints")
-    steps = sorted(_step_of(p[:-len(".index")]) for p in fs.glob(fs.join(directory, "ckpt-*.index")))
+    steps = rundir.checkpoint_steps()
     if not steps:
-        raise ExportError("%s holds no checkpoint yet (nothing in %s)." % (workdir, directory))
+        raise ExportError("%s holds no checkpoint yet (nothing in %s)." % (rundir.workdir,
+                                                                          rundir.checkpoints))
     if step is None:
         step = steps[-1]
     if step not in steps:
         raise ExportError("%s has no checkpoint for step %d; available steps: %s."
-                          % (workdir, step, ", ".join(map(str, steps))))
-    return fs.join(directory, "ckpt-%d" % step)
-
-
-def _step_of(prefix):
-    return int(prefix.rsplit("-", 1)[1])
+                          % (rundir.workdir, step, ", ".join(map(str, steps))))
+    return rundir.checkpoint(step)
 
 
 def _model_config(run, workdir):
@@ -172,10 +171,9 @@ def restore_weights(checkpoint: str, config: BertConfig, ema: bool = False):
 
 def _open(checkpoint):
     try:
-        return tf.train.load_checkpoint(checkpoint)
-    except (tf.errors.OpError, ValueError) as e:
-        raise ExportError("Cannot open checkpoint %s: %s. Its index is truncated or corrupt; export "
-                          "another step with --step." % (checkpoint, _first_line(e)))
+        return google_checkpoint.open_reader(checkpoint, _ADVICE)
+    except CheckpointError as e:
+        raise ExportError(str(e))
 
 
 def _keys_by_variable_name(reader, checkpoint):
@@ -195,14 +193,13 @@ def _keys_by_variable_name(reader, checkpoint):
 
 def _tensor(reader, key, checkpoint):
     try:
-        return reader.get_tensor(key)
-    except (tf.errors.OpError, ValueError, IndexError) as e:
-        raise ExportError("Checkpoint %s is truncated or corrupt: reading %s failed (%s). Export "
-                          "another step with --step." % (checkpoint, key, _first_line(e)))
+        return google_checkpoint.read_tensor(reader, checkpoint, key, _ADVICE)
+    except CheckpointError as e:
+        raise ExportError(str(e))
 
 
 def _ema_values(checkpoint, model):
-    average = optimizers.WeightAverage(model.trainable_variables)
+    average = updates.WeightAverage(model.trainable_variables)
     try:
         status = tf.train.Checkpoint(ema=average).read(checkpoint).expect_partial()
         status.assert_existing_objects_matched()
@@ -211,52 +208,54 @@ def _ema_values(checkpoint, model):
                           "was trained without EMA, optimizer.ema_decay=0). Export without --ema."
                           % checkpoint)
     except (tf.errors.OpError, ValueError, IndexError) as e:
-        raise ExportError("--ema: cannot read the moving average in %s: %s." % (checkpoint, _first_line(e)))
+        raise ExportError("--ema: cannot read the moving average in %s: %s."
+                          % (checkpoint, google_checkpoint.first_line(e)))
     average.copy_to(model.trainable_variables)
     return {name: v.numpy().astype(np.float32) for name, v in google_variables(model).items()}
 
 
-def _find_vocab(run, config, override):
-    """The vocabulary the run's data was built with: describe() of its tokenizer."""
-    data_dir = (run.get("data") or {}).get("train_dir") or ""
-    recorded = {}
-    if data_dir:
+def _find_vocab(rundir, run, config, override):
+    """The vocabulary the run trained with: its copy in the run directory (or, for runs from
+    before copies were made, the one the data manifest names), as `describe()` of its tokenizer."""
+    recorded = rundir.vocab() or {}
+    where = "the run directory %s" % rundir.workdir
+    if not recorded:   # an older run: the data directory's manifest names the vocabulary
+        data_dir = (run.get("data") or {}).get("train_dir") or ""
+        where = "the manifest of %s" % data_dir
         try:
-            recorded = loader.load_manifest(data_dir).get("vocab") or {}
-        except loader.ManifestError:
+            manifest = Manifest.load(data_dir) if data_dir else None
+            recorded = manifest.vocab.to_dict() if manifest and manifest.vocab else {}
+        except ManifestError:
             pass
     path = override or recorded.get("path")
     if not path:
-        raise ExportError("Cannot find the run's vocabulary: its data directory %r has no readable "
-                          "manifest.json naming one. Pass --vocab=PATH (the vocab.txt or .model the "
-                          "data was built with)." % data_dir)
+        raise ExportError("Cannot find the run's vocabulary: %s has no vocab/ copy (a run from an "
+                          "older version) and its data directory has no readable manifest.json "
+                          "naming one. Pass --vocab=PATH (the vocab.txt or .model the data was built "
+                          "with)." % rundir.workdir)
     if not fs.exists(path):
-        raise ExportError("The vocabulary %s (recorded in the manifest of %s) does not exist here. "
-                          "Pass --vocab=PATH to a copy of it (checked against the manifest's sha256)."
-                          % (path, data_dir))
+        raise ExportError("The vocabulary %s (recorded in %s) does not exist here. Pass "
+                          "--vocab=PATH to a copy of it (checked against the recorded sha256)."
+                          % (path, where))
     try:
         info = load_tokenizer(path, lower_case=recorded.get("lower_case")).describe()
     except VocabError as e:
         raise ExportError(str(e))
     if recorded.get("sha256") and info["sha256"] != recorded["sha256"]:
-        raise ExportError("%s is not the vocabulary the data was built with (sha256 %s…, the manifest "
-                          "of %s says %s…)." % (path, info["sha256"][:12], data_dir,
-                                               recorded["sha256"][:12]))
+        raise ExportError("%s is not the vocabulary the run was trained with (sha256 %s…, %s says "
+                          "%s…)." % (path, info["sha256"][:12], where, recorded["sha256"][:12]))
     if info["vocab_size"] != config.vocab_size:
         raise ExportError("The vocabulary %s has %d tokens but the model has vocab_size=%d."
                           % (path, info["vocab_size"], config.vocab_size))
     return info
 
 
-def _metrics(workdir, step):
-    """The last train and eval lines of metrics.jsonl at or before `step`."""
-    path = fs.join(workdir, "metrics.jsonl")
+def _metrics(rundir, step):
+    """The last train and eval rows of metrics.jsonl at or before `step`."""
     out = {}
-    if fs.exists(path):
-        for line in fs.read_bytes(path).decode("utf-8").splitlines():
-            record = json.loads(line) if line.strip() else {}
-            if record.get("step", step + 1) <= step:
-                out[record.get("split", "train")] = record
+    for record in rundir.metrics_rows():
+        if record.get("step", step + 1) <= step:
+            out[record.get("split", "train")] = record
     return out
 
 
@@ -264,13 +263,13 @@ def _metrics(workdir, step):
 
 def _write(staging, values, config, vocab_info, heads, run, source, metrics):
     google_checkpoint.write_checkpoint(values, os.path.join(staging, CHECKPOINT))
-    with open(os.path.join(staging, CONFIG_FILE), "w") as f:
+    with open(os.path.join(staging, BERT_CONFIG), "w") as f:
         json.dump(config.to_dict(), f, indent=2)
     vocab_file = VOCAB_FILES[vocab_info["kind"]]
     with open(os.path.join(staging, vocab_file), "wb") as f:
         f.write(fs.read_bytes(vocab_info["path"]))
     files = {name: {"bytes": os.path.getsize(os.path.join(staging, name)),
-                    "sha256": _sha256(os.path.join(staging, name))}
+                    "sha256": fs.sha256(os.path.join(staging, name))}
              for name in sorted(os.listdir(staging))}
     manifest = {
         "format": FORMAT,
@@ -344,19 +343,3 @@ def _publish(staging, output):
         os.rmdir(output)   # empty (checked before any work); rename cannot replace it otherwise
     os.chmod(staging, 0o755)   # mkdtemp made it private
     os.rename(staging, output)
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    if fs.is_remote(path):
-        digest.update(fs.read_bytes(path))
-    else:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _first_line(e):
-    text = getattr(e, "message", None) or str(e)
-    return text.strip().splitlines()[0] if text.strip() else type(e).__name__

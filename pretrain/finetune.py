@@ -1,8 +1,8 @@
 """The fine-tuning API: Google-layout checkpoints as Keras 3 models, with bert4keras's call.
 
-    from pretrain import build_transformer_model, load_tokenizer
+    from pretrain import build_transformer_model, load_finetune_tokenizer
 
-    tokenizer = load_tokenizer("exports/base/100000/vocab.txt")
+    tokenizer = load_finetune_tokenizer("exports/base/100000/vocab.txt")
     bert = build_transformer_model("exports/base/100000/bert_config.json",
                                    "exports/base/100000/bert_model.ckpt", with_pool=True)
     output = keras.layers.Dense(num_labels, activation="softmax")(bert.output)
@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline import fs
+from storage import fs
 from data_pipeline import tokenizer as tokenization
 from pretrain import google_checkpoint
 from pretrain.google_checkpoint import CheckpointError
@@ -136,13 +136,13 @@ def build_transformer_model(config_path: str, checkpoint_path: Optional[str] = N
 def export_files(directory: str) -> dict:
     """{"config", "checkpoint", "vocab"} paths of an export (or of a Google release directory)."""
     checkpoint = google_checkpoint.resolve(directory)
-    return {"config": fs.join(directory, google_checkpoint.CONFIG_FILE), "checkpoint": checkpoint,
+    return {"config": fs.join(directory, google_checkpoint.BERT_CONFIG), "checkpoint": checkpoint,
             "vocab": google_checkpoint.vocab_beside(checkpoint)}
 
 
 # ------------------------------------------------------------------------------- tokenizer
 
-class Tokenizer:
+class FinetuneTokenizer:
     """bert4keras's tokenizer interface over the project's Google-parity tokenizers.
 
     encode(first, second=None, maxlen=None) -> (token_ids, segment_ids) with [CLS] and [SEP].
@@ -188,13 +188,13 @@ class Tokenizer:
             ch == " " and 0 < i < len(text) - 1 and _is_cjk(text[i - 1]) and _is_cjk(text[i + 1])))
 
 
-def load_tokenizer(vocab_path: str, lower_case: Optional[bool] = None) -> Tokenizer:
-    """A `Tokenizer` over a vocab.txt or SentencePiece model. lower_case defaults to the value an
+def load_finetune_tokenizer(vocab_path: str, lower_case: Optional[bool] = None) -> FinetuneTokenizer:
+    """A `FinetuneTokenizer` over a vocab.txt or SentencePiece model. lower_case defaults to the value an
     export manifest beside the file records, else to the tokenizer's default (WordPiece: True)."""
     if lower_case is None:
         lower_case = _recorded_lower_case(vocab_path)
     try:
-        return Tokenizer(tokenization.load_tokenizer(vocab_path, lower_case=lower_case))
+        return FinetuneTokenizer(tokenization.load_tokenizer(vocab_path, lower_case=lower_case))
     except tokenization.VocabError as e:
         raise CheckpointError(str(e))
 

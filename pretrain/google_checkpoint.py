@@ -1,4 +1,4 @@
-"""Google BERT checkpoints (CONTRACTS.md §2), written and read by variable name.
+"""Google BERT checkpoints (docs/FORMATS.md §2), written and read by variable name.
 
     write_checkpoint({name: array}, "export/bert_model.ckpt")
     load_weights(model, "chinese_L-12_H-768_A-12/bert_model.ckpt", heads=("mlm",))
@@ -13,7 +13,6 @@ any variable is assigned: a model is never left half-loaded.
 `model` is a `modeling.BertPretrainingModel`; `modeling.google_variables` maps names to variables.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -21,12 +20,12 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline import fs
+from storage import fs
 from data_pipeline.tokenizer import VocabError, load_tokenizer
 from pretrain.modeling import BertConfig, google_variables
 
 CHECKPOINT = "bert_model.ckpt"
-CONFIG_FILE = "bert_config.json"
+BERT_CONFIG = "bert_config.json"
 EXPORT_MANIFEST = "export_manifest.json"
 HEADS = {"pooler": "bert/pooler/", "mlm": "cls/predictions/", "nsp": "cls/seq_relationship/"}
 VOCAB_ROWS = ("bert/embeddings/word_embeddings", "cls/predictions/output_bias")
@@ -92,12 +91,20 @@ def resolve(path: str) -> str:
                           "…/bert_model.ckpt), or a directory holding bert_model.ckpt.index." % path)
 
 
-def open_reader(prefix: str):
+def open_reader(prefix: str, advice: str = "re-download or re-export it"):
     try:
         return tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError("Cannot open checkpoint %s: %s. Its index is truncated or corrupt; "
-                              "re-download or re-export it." % (prefix, _first_line(e)))
+        raise CheckpointError("Cannot open checkpoint %s: %s. Its index is truncated or corrupt; %s."
+                              % (prefix, first_line(e), advice))
+
+
+def read_tensor(reader, prefix: str, name: str, advice: str = "re-download or re-export it"):
+    try:
+        return reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise CheckpointError("Checkpoint %s is truncated or corrupt: reading %s failed (%s). %s."
+                              % (prefix, name, first_line(e), advice[:1].upper() + advice[1:]))
 
 
 def load_weights(model, path: str, heads=(), rows=None) -> dict:
@@ -129,7 +136,7 @@ def load_weights(model, path: str, heads=(), rows=None) -> dict:
     for name, variable in targets.items():
         if name not in available:
             continue
-        value = _read(reader, prefix, name)
+        value = read_tensor(reader, prefix, name)
         if rows is not None and name in VOCAB_ROWS:
             value = _remap_rows(value, rows, variable, prefix, name)
         if tuple(value.shape) != tuple(variable.shape):
@@ -141,14 +148,6 @@ def load_weights(model, path: str, heads=(), rows=None) -> dict:
     for name, value in values.items():
         targets[name].assign(value.astype(targets[name].dtype))
     return {"loaded": sorted(values), "kept": sorted(set(targets) - set(values))}
-
-
-def _read(reader, prefix, name):
-    try:
-        return np.asarray(reader.get_tensor(name))
-    except (tf.errors.OpError, ValueError, IndexError) as e:
-        raise CheckpointError("Checkpoint %s is truncated or corrupt: reading %s failed (%s). "
-                              "Re-download or re-export it." % (prefix, name, _first_line(e)))
 
 
 def _remap_rows(value, rows, variable, prefix, name):
@@ -216,7 +215,7 @@ def init_from_checkpoint(model, path: str, data_vocab=None, vocab_map: str = "",
     Args:
       model: the built `BertPretrainingModel` of the run.
       path: checkpoint prefix or directory.
-      data_vocab: the `vocab` section of the data manifest (path, sha256, vocab_size), or None.
+      data_vocab: the data's vocabulary (`manifest.Vocab`: path, sha256, vocab_size), or None.
       vocab_map: "", "by_token" or a path.
       log: a function taking one line of text.
     """
@@ -233,10 +232,10 @@ def init_from_checkpoint(model, path: str, data_vocab=None, vocab_map: str = "",
 
 
 def _check_architecture(prefix, config, log):
-    path = fs.join(os.path.dirname(prefix), CONFIG_FILE)
+    path = fs.join(os.path.dirname(prefix), BERT_CONFIG)
     if not fs.exists(path):
         log("init_checkpoint: no %s beside %s; only the variable shapes are checked (not "
-            "num_attention_heads or hidden_act)." % (CONFIG_FILE, prefix))
+            "num_attention_heads or hidden_act)." % (BERT_CONFIG, prefix))
         return
     theirs = read_config(path)
     differ = []
@@ -257,7 +256,7 @@ def _vocab_rows(prefix, available, model_vocab, data_vocab, vocab_map, log):
     if ckpt_rows is None:
         return None   # load_weights reports the missing embeddings
     theirs = vocab_beside(prefix)
-    ours = (data_vocab or {}).get("path")
+    ours = data_vocab.path if data_vocab else None
     advice = ("Build the data with the checkpoint's vocabulary (`launch.build_data --vocab=%s`), or "
               "set --config.init_vocab_map=by_token to copy embedding rows by token string (tokens "
               "the checkpoint lacks start from fresh rows)." % (theirs or "<its vocab.txt>"))
@@ -271,7 +270,7 @@ def _vocab_rows(prefix, available, model_vocab, data_vocab, vocab_map, log):
                 % (model_vocab, "no vocab.txt beside the checkpoint" if theirs is None
                    else "the data manifest records no vocabulary"))
             return None
-        if _sha256(theirs) == data_vocab.get("sha256"):
+        if fs.sha256(theirs) == data_vocab.sha256:
             return None
         a, b = _tokens(theirs), _tokens(ours) if ours and fs.exists(ours) else None
         if a == b:
@@ -332,10 +331,7 @@ def _tokens(path):
         raise CheckpointError(str(e))
 
 
-def _sha256(path):
-    return hashlib.sha256(fs.read_bytes(path)).hexdigest()
-
-
-def _first_line(e):
+def first_line(e):
+    """The first line of an exception's message (TensorFlow's run to pages)."""
     text = (getattr(e, "message", None) or str(e)).strip()
     return text.splitlines()[0] if text else type(e).__name__

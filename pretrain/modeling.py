@@ -1,6 +1,6 @@
 """The BERT encoder and its pretraining heads, in Keras 3 (TensorFlow backend).
 
-Every parameter maps one-to-one onto the Google checkpoint layout (CONTRACTS.md §2; the mapping
+Every parameter maps one-to-one onto the Google checkpoint layout (docs/FORMATS.md §2; the mapping
 is `google_variables(model)`): post-LayerNorm Transformer blocks, exact-erf GELU, LayerNorm epsilon
 1e-12, truncated-normal initialisation with `initializer_range`, optional factorized embeddings
 (`embedding_size`, ALBERT-style `embedding_hidden_mapping_in`). The MLM output layer is tied to the
@@ -9,7 +9,7 @@ so every task exports as plain BERT weights.
 
 Attention masks are additive biases built from the batch (`attention_bias`):
   * `bidirectional`: every real token sees every real token (MLM);
-  * `unilm`: with idx = cumsum(segment_ids), token i sees token j iff idx[j] <= idx[i] (CONTRACTS §4);
+  * `unilm`: with idx = cumsum(segment_ids), token i sees token j iff idx[j] <= idx[i] (docs/FORMATS.md §4);
   * `causal`: token i sees tokens j <= i.
 
 Dropout is stateless: each site draws its mask from (step seed, site number), so a block run again
@@ -316,7 +316,7 @@ def build_model(config: BertConfig, recompute=False, with_nsp=True, dtype_policy
 
 
 def google_variables(model: BertPretrainingModel):
-    """{Google checkpoint name: variable} (CONTRACTS.md §2)."""
+    """{Google checkpoint name: variable} (docs/FORMATS.md §2)."""
     e = model.embeddings
     out = {"bert/embeddings/word_embeddings": e.word_embeddings,
            "bert/embeddings/token_type_embeddings": e.token_type_embeddings,

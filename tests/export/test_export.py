@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline import sample_corpus
-from pretrain import build_transformer_model, export, load_tokenizer, sequence_padding
+from pretrain import build_transformer_model, export, load_finetune_tokenizer, sequence_padding
 from pretrain.finetune import export_files
 from pretrain.google_checkpoint import CheckpointError, write_checkpoint
 from pretrain.modeling import BertConfig, attention_bias, build_model, google_variables
@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def google_layout(c):
-    """{name: shape} as CONTRACTS.md §2 lists them (written out here, not taken from the code)."""
+    """{name: shape} as docs/FORMATS.md §2 lists them (written out here, not taken from the code)."""
     h, v = c["hidden_size"], c["vocab_size"]
     names = {"bert/embeddings/word_embeddings": [v, h],
              "bert/embeddings/token_type_embeddings": [c["type_vocab_size"], h],
@@ -71,7 +71,7 @@ def test_round_trip_gives_identical_mlm_probabilities_on_real_text(trained_run, 
         np.testing.assert_array_equal(reader.get_tensor(name), variable.numpy(), err_msg=name)
     files = export_files(exported)
     bert = build_transformer_model(files["config"], files["checkpoint"], with_mlm=True)
-    tokenizer = load_tokenizer(files["vocab"])
+    tokenizer = load_finetune_tokenizer(files["vocab"])
     ids, segments = real_text_batch(tokenizer)
     assert (ids == 0).any() and (ids == tokenizer.special_ids.sep).any()   # padding and [SEP] inside
     ours = bert.predict([ids, segments], verbose=0)
@@ -112,7 +112,7 @@ def test_ema_weights_are_exported(trained_run, mlm_data, tmp_path):
     trainer = Trainer(c, str(tmp_path / "run"), progress=False)
     trainer.train()
     assert export.export(str(tmp_path / "run"), str(tmp_path / "ema"), ema=True)["source"]["ema"]
-    shadow_of = {id(v): a for v, a in zip(trainer.model.trainable_variables, trainer.ema.averages)}
+    shadow_of = {id(v): a for v, a in zip(trainer.model.trainable_variables, trainer.state.ema.averages)}
     reader = tf.train.load_checkpoint(str(tmp_path / "ema" / "bert_model.ckpt"))
     for name, variable in google_variables(trainer.model).items():
         np.testing.assert_array_equal(reader.get_tensor(name), shadow_of[id(variable)].numpy(), err_msg=name)
@@ -151,7 +151,7 @@ def test_nsp_head_and_factorized_embeddings_export_and_load(trained_run, tmp_pat
         np.testing.assert_array_equal(tf.train.load_variable(files["checkpoint"], name), variable.numpy(),
                                       err_msg=name)
     bert = build_transformer_model(files["config"], files["checkpoint"], with_mlm=True, with_nsp=with_nsp)
-    ids, segments = real_text_batch(load_tokenizer(files["vocab"]), rows=4)
+    ids, segments = real_text_batch(load_finetune_tokenizer(files["vocab"]), rows=4)
     outputs = bert.predict([ids, segments], verbose=0)
     np.testing.assert_allclose(outputs[1] if with_nsp else outputs,
                                reference_probabilities(model, ids, segments), atol=1e-6)
@@ -221,8 +221,24 @@ def test_config_and_checkpoint_shape_mismatch(trained_run, exported, tmp_path):
         build_transformer_model(str(tmp_path / "bert_config.json"), os.path.join(exported, "bert_model.ckpt"))
 
 
-def test_missing_vocab_is_a_clear_error(trained_run, mlm_data, wordpiece_vocab, tmp_path):
+def test_an_export_needs_nothing_but_the_run_directory(trained_run, mlm_data, tmp_path):
+    """The run copied its vocabulary when it started: the data may move or go."""
     workdir = _copy_run(trained_run, tmp_path)
+    record = json.loads((workdir / "vocab" / "vocab.json").read_text())
+    assert record["file"] == "vocab.txt" and record["sha256"] == json.loads(
+        open(os.path.join(mlm_data, "manifest.json")).read())["vocab"]["sha256"]
+    run = json.loads((workdir / "config.json").read_text())
+    run["data"]["train_dir"] = str(tmp_path / "deleted")
+    (workdir / "config.json").write_text(json.dumps(run))
+    manifest = export.export(str(workdir), str(tmp_path / "out"))
+    assert manifest["vocab"]["source_path"] == str(workdir / "vocab" / "vocab.txt")
+    assert (tmp_path / "out" / "vocab.txt").read_bytes() == (workdir / "vocab" / "vocab.txt").read_bytes()
+
+
+def test_missing_vocab_is_a_clear_error(trained_run, mlm_data, wordpiece_vocab, tmp_path):
+    """A run from before runs kept their vocabulary: export looks for the data's."""
+    workdir = _copy_run(trained_run, tmp_path)
+    shutil.rmtree(workdir / "vocab")
     data = tmp_path / "data"
     shutil.copytree(mlm_data, data)
     manifest = json.loads((data / "manifest.json").read_text())
@@ -234,12 +250,12 @@ def test_missing_vocab_is_a_clear_error(trained_run, mlm_data, wordpiece_vocab, 
     with pytest.raises(export.ExportError, match="moved/vocab.txt .* does not exist here. Pass --vocab"):
         export.export(str(workdir), str(tmp_path / "out"))
     (tmp_path / "other.txt").write_text(open(wordpiece_vocab).read().replace("[unused0]", "[unused9]"))
-    with pytest.raises(export.ExportError, match="is not the vocabulary the data was built with"):
+    with pytest.raises(export.ExportError, match="is not the vocabulary the run was trained with"):
         export.export(str(workdir), str(tmp_path / "out"), vocab=str(tmp_path / "other.txt"))
     assert not (tmp_path / "out").exists()
     export.export(str(workdir), str(tmp_path / "out"), vocab=wordpiece_vocab)   # the right copy
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_tokenizer(str(tmp_path / "nowhere" / "vocab.txt"))
+        load_finetune_tokenizer(str(tmp_path / "nowhere" / "vocab.txt"))
 
 
 def test_an_output_holding_something_else_is_refused(trained_run, exported, tmp_path):

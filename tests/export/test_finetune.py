@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pretrain import build_transformer_model, load_tokenizer, sequence_padding
+from pretrain import build_transformer_model, load_finetune_tokenizer, sequence_padding
 from pretrain.finetune import export_files
 from pretrain.modeling import google_variables
 from tests.export.test_export import real_text_batch, reference_probabilities
@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_unilm_and_lm_applications_match_the_pretraining_masks(trained_run, exported):
     files = export_files(exported)
-    tokenizer = load_tokenizer(files["vocab"])
+    tokenizer = load_finetune_tokenizer(files["vocab"])
     pairs = [tokenizer.encode("The loader reads shards.", "Masks are drawn per epoch.", maxlen=24),
              tokenizer.encode("数据分片", "动态掩码", maxlen=24)]
     ids, segments = sequence_padding([p[0] for p in pairs]), sequence_padding([p[1] for p in pairs])
@@ -35,7 +35,7 @@ def test_unilm_and_lm_applications_match_the_pretraining_masks(trained_run, expo
 
 def test_outputs_follow_bert4keras_conventions(exported):
     files = export_files(exported)
-    tokenizer = load_tokenizer(files["vocab"])
+    tokenizer = load_finetune_tokenizer(files["vocab"])
     ids, segments = real_text_batch(tokenizer, rows=3)
     encoder = build_transformer_model(files["config"], files["checkpoint"])
     sequence = encoder.predict([ids, segments], verbose=0)
@@ -64,7 +64,7 @@ def test_outputs_follow_bert4keras_conventions(exported):
 
 
 def test_tokenizer_encodes_pairs_like_bert4keras(exported):
-    tokenizer = load_tokenizer(export_files(exported)["vocab"])
+    tokenizer = load_finetune_tokenizer(export_files(exported)["vocab"])
     ids, segments = tokenizer.encode("masking draws new words", "every epoch of training data", maxlen=9)
     tokens = [tokenizer.id_to_token(i) for i in ids]
     assert len(ids) == 9 and tokens[0] == "[CLS]" and tokens.count("[SEP]") == 2 and tokens[-1] == "[SEP]"
@@ -77,7 +77,7 @@ def test_a_finetuned_model_saves_and_loads_with_keras(exported, tmp_path):
     files = export_files(exported)
     bert = build_transformer_model(files["config"], files["checkpoint"], with_pool=True)
     model = keras.Model(bert.inputs, keras.layers.Dense(2, activation="softmax")(bert.output))
-    ids, segments = real_text_batch(load_tokenizer(files["vocab"]), rows=2)
+    ids, segments = real_text_batch(load_finetune_tokenizer(files["vocab"]), rows=2)
     model.save(tmp_path / "classifier.keras")
     again = keras.models.load_model(tmp_path / "classifier.keras")
     np.testing.assert_allclose(again.predict([ids, segments], verbose=0),

@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from pretrain import build_transformer_model, export, gcs
+from pretrain import build_transformer_model, export
+from storage import gcs
 from pretrain.finetune import export_files
 
 BUCKET = "gs://test-bucket"

@@ -183,5 +183,5 @@ def test_single_process_strategies_and_bad_worker_splits_are_refused(mlm_data, t
     monkeypatch.delenv("TF_CONFIG")
     c = tiny.get_config(mlm_data)
     c.distribute.name, c.data.worker_split = "default", "lines"
-    with pytest.raises(TrainError, match="data.worker_split must be 'files' or 'rows', got 'lines'"):
+    with pytest.raises(TrainError, match="data.worker_split='lines': must be one of files, rows"):
         Trainer(c, str(tmp_path / "run"), progress=False)

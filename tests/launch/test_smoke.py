@@ -55,13 +55,13 @@ def test_build_train_with_xla_resume_export_and_load(corpus_dir, tmp_path):
     manifest = json.load(open(export / "export_manifest.json"))
     assert manifest["source"]["step"] == 6
 
-    from pretrain import build_transformer_model, load_tokenizer
+    from pretrain import build_transformer_model, load_finetune_tokenizer
     from pretrain.finetune import export_files
 
     files = export_files(str(export))
     vocab_size = json.load(open(files["config"]))["vocab_size"]
     model = build_transformer_model(files["config"], files["checkpoint"], with_mlm=True)
-    token_ids, segment_ids = load_tokenizer(files["vocab"]).encode("the data pipeline builds shards")
+    token_ids, segment_ids = load_finetune_tokenizer(files["vocab"]).encode("the data pipeline builds shards")
     probabilities = model.predict([np.array([token_ids]), np.array([segment_ids])], verbose=0)
     assert probabilities.shape == (1, len(token_ids), vocab_size)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-4)

@@ -1,8 +1,8 @@
 """The step a TPU runs, checked on CPU.
 
 TPUStrategy compiles the function given to `strategy.run` with XLA: for this trainer that is
-`Trainer.replica_step`, the whole update (micro-batches, all-reduce, clipping, the guarded
-optimizer update, EMA, counters). Here that exact function is compiled with `jit_compile=True`
+`TrainState.replica_step` (`Trainer.state`), the whole update (micro-batches, all-reduce,
+clipping, the guarded optimizer update, EMA, counters). Here that exact function is compiled with `jit_compile=True`
 (which fails on any op XLA cannot compile, or any shape it cannot make static) and must give the
 metrics, weights, optimizer state and counters of the same function run without XLA, for every
 task, for accumulation, Lookahead, EMA, lazy rows, recompute with bfloat16, and a skipped
@@ -47,7 +47,7 @@ def _trainer(data_dir, workdir, top, sections):
 
 def _state(trainer):
     return {"%s:%d" % (getattr(v, "path", v.name), i): np.asarray(v.numpy(), np.float64)
-            for i, v in enumerate(trainer.checkpoint_variables())}
+            for i, v in enumerate(trainer.state.checkpoint_variables())}
 
 
 SMOKE = ("mlm", "simbert", "k2_lookahead_ema_lazy_layer_decay")   # also on the TPU VMs' TensorFlow
@@ -64,8 +64,8 @@ def test_xla_compiled_replica_step_equals_the_uncompiled_one(case, mlm_data, tas
     assert before.keys() == _state(compiled).keys()
     for name, value in _state(compiled).items():       # same seed: the same start
         np.testing.assert_array_equal(value, before[name], err_msg=name)
-    step = tf.function(plain.replica_step)
-    xla_step = tf.function(compiled.replica_step, jit_compile=True)
+    step = tf.function(plain.state.replica_step)
+    xla_step = tf.function(compiled.state.replica_step, jit_compile=True)
     low = sections.get("train", {}).get("precision") == "bfloat16"
     tolerance = dict(rtol=2e-2, atol=2e-3) if low else dict(rtol=2e-4, atol=2e-6)
     for _ in range(3):
@@ -84,7 +84,7 @@ def test_xla_compiled_replica_step_equals_the_uncompiled_one(case, mlm_data, tas
     assert int(plain.step.numpy()) == int(compiled.step.numpy()) == 3
     skipped = case == "nonfinite_update_skipped"
     assert int(compiled.optimizer.iterations.numpy()) == (0 if skipped else 3)
-    assert int(compiled.nonfinite_total.numpy()) == (3 if skipped else 0)
+    assert int(compiled.state.nonfinite_total.numpy()) == (3 if skipped else 0)
     changed = [n for n in before if not np.array_equal(before[n], after[n])
                and "step" not in n and "nonfinite" not in n]
     assert (not changed) if skipped else len(changed) > 10, changed

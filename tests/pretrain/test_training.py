@@ -255,7 +255,7 @@ def test_non_finite_updates_are_skipped_then_abort(mlm_data, tmp_path):
     t = Trainer(c, str(tmp_path / "nan"), progress=False)
     with pytest.raises(TrainError, match="non-finite"):
         t.train()
-    assert int(t.nonfinite_total.numpy()) >= 1 or not all(np.isfinite(w).all() for w in _weights(t))
+    assert int(t.state.nonfinite_total.numpy()) >= 1 or not all(np.isfinite(w).all() for w in _weights(t))
     for path in tf.io.gfile.glob(str(tmp_path / "nan" / "checkpoints" / "ckpt-*.index")):
         reader = tf.train.load_checkpoint(path[:-len(".index")])
         for name, dtype in reader.get_variable_to_dtype_map().items():

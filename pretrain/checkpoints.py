@@ -1,0 +1,134 @@
+"""A run's checkpoints: where each worker saves, and restoring the newest one that reads.
+
+The chief saves into the run directory; the other workers must take part in a synchronous save
+too, so they save into a local temporary directory (distribute.checkpoint_dir). When workers read
+their own files (data.worker_split="files"), each also keeps its own data position beside the
+chief's checkpoints, saved with the same step number.
+
+Restoring tries the newest checkpoint first. One that cannot be read (a truncated data file, a
+torn write) is skipped with a line saying which and why, and the next older one is tried; the
+unreadable files are never deleted: when the run saves that step again, they are moved aside to
+`ckpt-<step>.unreadable-<time>.*` first. A non-finite model is never saved.
+"""
+
+import time
+
+import tensorflow as tf
+
+from pretrain import distribute
+from storage import fs
+
+_READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, KeyError, AssertionError)
+
+
+class CheckpointsError(RuntimeError):
+    """No checkpoint of the run can be restored, or one does not fit this run's layout."""
+
+
+class Checkpoints:
+    def __init__(self, rundir, objects: dict, iterator, info, shared_stream: bool, keep: int, log):
+        self.rundir, self.info, self.log = rundir, info, log
+        self.objects = objects                      # what a checkpoint holds, data position included
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        directory, self.temporary = distribute.checkpoint_dir(rundir.checkpoints, info)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
+        self.data_manager = None
+        if not shared_stream:   # one more kept: the one matching the chief's latest survives a torn save
+            self.data_manager = tf.train.CheckpointManager(
+                tf.train.Checkpoint(data=iterator),
+                rundir.data_positions(info.task_id, info.num_workers), max_to_keep=keep + 1)
+        self.unreadable = {}    # step -> why it could not be restored
+
+    @property
+    def directory(self):
+        return self.manager.directory
+
+    # ------------------------------------------------------------------------------ restore
+
+    def restore(self, with_data: bool = True):
+        """Restores the newest readable checkpoint; returns its step, or None when there is none.
+        `with_data=False` leaves the data position out (the file list changed)."""
+        steps = self.rundir.checkpoint_steps()
+        for step in reversed(steps):
+            path = self.rundir.checkpoint(step)
+            self.check_data_layout(path, with_data)
+            try:
+                if with_data:
+                    self.checkpoint.restore(path).assert_existing_objects_matched()
+                    if self.data_manager:
+                        self.data_manager.checkpoint.restore(self._own_data_path(path)).assert_consumed()
+                else:
+                    objects = {k: v for k, v in self.objects.items() if k != "data"}
+                    tf.train.Checkpoint(**objects).restore(path).expect_partial() \
+                        .assert_existing_objects_matched()
+            except _READ_ERRORS as e:
+                self.unreadable[step] = _first_line(e)
+                self.log("Checkpoint %s cannot be read (%s); skipping it (its files are kept) and "
+                         "trying the one before." % (path, self.unreadable[step]))
+                continue
+            return step
+        if steps:
+            raise CheckpointsError(
+                "None of the checkpoints in %s can be read (%s). Their files are kept; move the "
+                "checkpoints directory aside to start over." % (self.rundir.checkpoints, "; ".join(
+                    "ckpt-%d: %s" % (s, self.unreadable[s]) for s in sorted(self.unreadable))))
+        return None
+
+    def _own_data_path(self, path):
+        return fs.join(self.data_manager.directory, path.rsplit("/", 1)[-1])
+
+    def check_data_layout(self, path, with_data=True):
+        """The data position in `path` must fit this run's stream layout (before restoring it)."""
+        name = path.rsplit("/", 1)[-1]
+        saved_by = sorted(p.split("/")[-2] for p in fs.glob(fs.join(
+            self.rundir.data_positions("*", "*"), name + ".index")))
+        if not with_data:
+            return
+        if self.data_manager and not fs.exists(self._own_data_path(path) + ".index"):
+            raise CheckpointsError(
+                "%s has no data position for worker %d of %d (found: %s). With "
+                "data.worker_split='files' each worker saves its own, so a run resumes with the "
+                "number of workers that wrote it; data.worker_split='rows' resumes with any number."
+                % (path, self.info.task_id, self.info.num_workers, ", ".join(saved_by) or
+                   "one shared stream: the run was written by one worker or with worker_split='rows'"))
+        if not self.data_manager and saved_by:
+            raise CheckpointsError("%s was written by workers reading their own files (%s, "
+                                   "data.worker_split='files'): resume it with that many workers."
+                                   % (path, ", ".join(saved_by)))
+
+    # --------------------------------------------------------------------------------- save
+
+    def save(self, step: int, weights):
+        """Saves the state at `step` (once per step); refuses a model with non-finite weights."""
+        finite = all(bool(tf.reduce_all(tf.math.is_finite(v.value))) for v in weights)
+        if not finite:
+            raise CheckpointsError("The model has non-finite weights at step %d; not checkpointing "
+                                   "it. The last finite checkpoint is in %s." % (step, self.directory))
+        latest = self.manager.latest_checkpoint
+        if latest and latest.endswith("-%d" % step) and step not in self.unreadable:
+            return latest
+        if step in self.unreadable and self.info.is_chief:
+            self._move_aside(step)
+        if self.data_manager:
+            self.data_manager.save(checkpoint_number=step)
+        return self.manager.save(checkpoint_number=step)
+
+    def _move_aside(self, step):
+        prefix = self.rundir.checkpoint(step)
+        suffix = ".unreadable-%d" % int(time.time())
+        for path in fs.glob(prefix + ".*"):
+            if ".unreadable-" not in path:
+                fs.rename(path, prefix + suffix + path[len(prefix):])
+        self.log("Moved the unreadable checkpoint %s aside to %s.* before saving step %d again."
+                 % (prefix, prefix + suffix, step))
+        del self.unreadable[step]
+
+    def close(self):
+        if self.temporary:
+            import shutil
+            shutil.rmtree(self.temporary, ignore_errors=True)
+
+
+def _first_line(e):
+    text = (getattr(e, "message", None) or str(e)).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]

@@ -1,0 +1,133 @@
+"""What a run promises when things break: an unreadable checkpoint is skipped (and kept), shards
+that differ from the manifest are named (or left out when asked), repeated metrics rows are
+dropped on resume, every report has a time, and the ETA counts this process's own pace."""
+
+import glob
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from data_pipeline.manifest import Manifest
+from pretrain import distribute, reporting
+from pretrain.rundir import RunDir
+from pretrain.trainer import TrainError, Trainer
+from tests.conftest import mirrored
+from tests.pretrain.conftest import tiny_config
+
+
+def _weights(trainer):
+    return [v.numpy() for v in trainer.model.weights]
+
+
+def _data_copy(mlm_data, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(mlm_data, copy)
+    return str(copy), Manifest.load(str(copy))
+
+
+def test_an_unreadable_newest_checkpoint_is_skipped_and_kept(mlm_data, tmp_path, capsys):
+    full = Trainer(tiny_config(mlm_data, steps=6), str(tmp_path / "full"), progress=False)
+    full.train()
+    workdir = str(tmp_path / "run")
+    Trainer(tiny_config(mlm_data, steps=4), workdir, progress=False).train()   # ckpt-2, ckpt-4
+    data = glob.glob(os.path.join(workdir, "checkpoints", "ckpt-4.data-*"))[0]
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 2)                                 # a torn write
+    resumed = Trainer(tiny_config(mlm_data, steps=6), workdir, progress=True)
+    result = resumed.train()
+    err = capsys.readouterr().err
+    assert "Checkpoint %s cannot be read" % RunDir(workdir).checkpoint(4) in err
+    assert "Resumed from %s (step 2)" % RunDir(workdir).checkpoint(2) in err
+    assert result.step == 6
+    for a, b in zip(_weights(full), _weights(resumed)):   # the run still ends where it should
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    kept = glob.glob(os.path.join(workdir, "checkpoints", "ckpt-4.unreadable-*.data-*"))
+    assert len(kept) == 1 and os.path.getsize(kept[0]) == os.path.getsize(data) // 2
+    assert RunDir(workdir).checkpoint_steps()[-1] == 6
+
+
+def test_a_run_whose_checkpoints_are_all_unreadable_refuses_to_start_over(mlm_data, tmp_path):
+    workdir = str(tmp_path / "run")
+    Trainer(tiny_config(mlm_data, steps=2), workdir, progress=False).train()
+    for index in glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index")):
+        open(index, "wb").close()
+    with pytest.raises(TrainError, match="None of the checkpoints in .* can be read"):
+        Trainer(tiny_config(mlm_data, steps=4), workdir, progress=False).train()
+
+
+def test_a_truncated_shard_is_named_or_left_out_when_asked(mlm_data, tmp_path):
+    data_dir, manifest = _data_copy(mlm_data, tmp_path)
+    shard = manifest.paths("train")[1]
+    with open(shard, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(TrainError) as e:
+        Trainer(tiny_config(data_dir), str(tmp_path / "run"), progress=False)
+    assert "1 shard(s) of %s do not match its manifest: %s: 100 bytes, %d when built (truncated " \
+           "or replaced)" % (data_dir, shard, manifest.splits["train"].shards[1].bytes) in str(e.value)
+    assert "--config.data.skip_bad_shards=true" in str(e.value)
+    c = tiny_config(data_dir, steps=2)
+    c.data.skip_bad_shards = True
+    trainer = Trainer(c, str(tmp_path / "run"), progress=False)
+    assert trainer.skipped_shards == [shard] and trainer.manifest.paths("train") == [manifest.paths("train")[0]]
+    result = trainer.train()
+    assert result.step == 2 and result.metrics["skipped_shards"] == 1
+
+
+def test_a_shard_with_changed_bytes_is_named_when_read_then_left_out(mlm_data, tmp_path):
+    """Same size, flipped bytes: found when the records are read (CRC), named by its checksum."""
+    data_dir, manifest = _data_copy(mlm_data, tmp_path)
+    shard = manifest.paths("train")[0]
+    raw = bytearray(open(shard, "rb").read())
+    raw[len(raw) // 2] ^= 0xFF
+    open(shard, "wb").write(bytes(raw))
+    steps = 4 * manifest.splits["train"].examples // 8     # every record is read (4 passes)
+    with pytest.raises(TrainError) as e:
+        Trainer(tiny_config(data_dir, steps=steps, steps_per_loop=50, checkpoint_every=1000),
+                str(tmp_path / "run"), progress=False).train()
+    assert "reading the train data failed" in str(e.value)
+    assert "these shards differ from the manifest: %s: CRC32C" % shard in str(e.value)
+    c = tiny_config(data_dir, steps=4, steps_per_loop=2)
+    c.data.skip_bad_shards = True      # the relaunch checks every shard's CRC32C and leaves it out
+    trainer = Trainer(c, str(tmp_path / "run"), progress=False)
+    assert trainer.skipped_shards == [shard]
+    result = trainer.train()
+    assert result.step == 4 and result.metrics["skipped_shards"] == 1
+
+
+def test_repeated_metrics_rows_are_dropped_and_every_row_has_a_time(mlm_data, tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    c = tiny_config(mlm_data, steps=4, eval_every=2)
+    Trainer(c, workdir, progress=False).train()
+    rundir = RunDir(workdir)
+    with open(rundir.metrics, "a") as f:   # written by a run killed before it checkpointed step 6
+        f.write(json.dumps({"split": "train", "step": 6, "loss": 1.0, "time": 9.0}) + "\n")
+    Trainer(tiny_config(mlm_data, steps=6, eval_every=2), workdir, progress=True).train()
+    assert "Dropped 1 metrics row(s) after step 4" in capsys.readouterr().err
+    rows = rundir.metrics_rows()
+    assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4, 6]
+    assert [r["step"] for r in rows if r["split"] == "eval"] == [2, 4, 6]
+    assert all(r["time"] > 0 for r in rows)                  # eval rows too (they were all 0)
+    assert [r for r in rows if r["split"] == "train"][-1]["loss"] != 1.0
+
+
+def test_the_eta_counts_the_steps_of_this_process(tmp_path, capsys):
+    reporter = reporting.Reporter(RunDir(str(tmp_path)), total_steps=1_000_000, enabled=True,
+                                  progress=True)
+    reporter.start(500_000)                      # a run resumed half-way
+    reporter.first_time -= 10.0                  # ... that has run 100 steps in 10 s since
+    metrics = {"loss": 1.0, "mlm_accuracy": 0.5, "lr": 1e-4, "examples_per_s": 1.0, "tokens_per_s": 1.0}
+    reporter.report(metrics, "train", 500_100)
+    # 499,900 steps left at 0.1 s each: 13:53:10 (not the 0:00:10 of "elapsed / all steps").
+    assert "ETA 13:53:" in capsys.readouterr().err
+
+
+def test_counters_travel_through_float32_collectives_exactly():
+    """The stop and resume-step agreement all-gathers float32 pairs (NCCL has no int32
+    all-reduce, TPUs no int64): large steps must come back exactly."""
+    for value in (0, 1, (1 << 24) - 1, 1 << 24, 2 ** 40 + 12345, (1 << 48) - 1):
+        np.testing.assert_array_equal(distribute.gather_int(mirrored(2), value), [value, value])
+    with pytest.raises(ValueError):
+        distribute.gather_int(mirrored(2), 1 << 48)
