@@ -35,21 +35,22 @@ to be killed after a stop signal); 2 bad flags or setup (nothing was started); 1
 number when stopped by SIGINT/SIGTERM and every worker exited cleanly (re-run to resume).
 """
 
-import ctypes
+import dataclasses
 import importlib.util
 import json
 import os
 import re
-import selectors
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from absl import app, flags, logging  # noqa: F401 (defines --log_dir)
+
+from launch import rendezvous
+from launch.supervisor import Launcher, SupervisorOptions
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("nnodes", None, "Number of hosts (default 1, or the length of --worker_hosts).")
@@ -77,6 +78,10 @@ flags.DEFINE_integer("stop_timeout", 300, "Seconds workers get to checkpoint and
 flags.DEFINE_integer("join_timeout", 600, "Seconds the nodes' launchers wait for each other (and "
                      "for the master to become reachable) when --nnodes > 1.")
 flags.DEFINE_bool("no_python", False, "The program is an executable, not a Python module or script.")
+flags.DEFINE_bool("slurm", False, "Take --nnodes, --node_rank and --master_addr from the Slurm job "
+                  "(SLURM_JOB_NUM_NODES, SLURM_NODEID, the first host of SLURM_JOB_NODELIST); run "
+                  "one launch.run per node: srun --ntasks-per-node=1 python -m launch.run --slurm ...")
+
 
 
 class LaunchError(Exception):
@@ -200,399 +205,125 @@ def worker_devices(nproc, gpus_per_proc, gpus):
     return [",".join(gpus[r * gpus_per_proc:(r + 1) * gpus_per_proc]) for r in range(nproc)]
 
 
-def port_in_use(port):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT are fine
-        try:
-            s.bind(("", port))
-        except OSError:
-            return True
-    return False
-
-
 # ------------------------------------------------------------------- joining several nodes
-
-def _send(conn, message):
-    conn.sendall((json.dumps(message) + "\n").encode())
-
-
-def _receive(conn):
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(4096)
-        if not chunk:
-            raise ConnectionError("connection closed")
-        data += chunk
-    return json.loads(data)
-
-
-def serve_join(master_addr, port, nnodes, nproc, timeout, log):
-    """Node 0: waits for the other nnodes-1 launchers; returns every node's host, by node rank."""
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        server.bind(("", port))
-    except OSError as e:
-        raise LaunchError("the master port %d is in use on this host (%s): another job's launcher? "
-                          "Pick another --master_port (the same on every node)." % (port, e))
-    server.listen(nnodes)
-    joined = {}                                   # node rank -> (connection, host)
-    deadline = time.time() + timeout
-    log("waiting for %d other node(s) on port %d" % (nnodes - 1, port))
-    try:
-        while len(joined) < nnodes - 1:
-            if time.time() > deadline:
-                missing = [r for r in range(1, nnodes) if r not in joined]
-                raise LaunchError("node(s) %s did not join within %d s: start launch.run on every "
-                                  "node with the same --nnodes, --master_addr and --master_port."
-                                  % (", ".join(map(str, missing)), timeout))
-            server.settimeout(max(deadline - time.time(), 0.01))
-            try:
-                conn, (host, _) = server.accept()
-                conn.settimeout(10)
-                hello = _receive(conn)
-            except (OSError, ValueError, ConnectionError):
-                continue                          # a timeout, or something that is not a launcher
-            rank = hello.get("node_rank")
-            if hello.get("nnodes") != nnodes or hello.get("nproc") != nproc:
-                problem = ("it runs --nnodes=%s --nproc_per_node=%s but node 0 runs %d and %d"
-                           % (hello.get("nnodes"), hello.get("nproc"), nnodes, nproc))
-            elif rank in joined:
-                problem = "node rank %d already joined from %s" % (rank, joined[rank][1])
-            else:
-                problem = None
-            if problem:
-                log("refused a node from %s: %s" % (host, problem))
-                _send(conn, {"error": problem})
-                conn.close()
-                continue
-            joined[rank] = (conn, host)
-            log("node %d joined from %s" % (rank, host))
-        hosts = [master_addr] + [joined[r][1] for r in range(1, nnodes)]
-        for conn, _ in joined.values():
-            _send(conn, {"hosts": hosts})
-        return hosts
-    finally:
-        for conn, _ in joined.values():
-            conn.close()
-        server.close()
-
-
-def join(master_addr, port, node_rank, nnodes, nproc, timeout):
-    """Nodes 1..n-1: reach the master's launcher; returns every node's host, by node rank."""
-    try:
-        socket.getaddrinfo(master_addr, port)
-    except socket.gaierror as e:
-        raise LaunchError("cannot resolve --master_addr %r: %s." % (master_addr, e))
-    deadline = time.time() + timeout
-    while True:
-        try:
-            timeout_now = max(min(5.0, deadline - time.time()), 0.1)
-            conn = socket.create_connection((master_addr, port), timeout=timeout_now)
-            break
-        except OSError as e:
-            if time.time() > deadline:
-                raise LaunchError("cannot reach the master at %s:%d within %d s (%s): start "
-                                  "launch.run with --node_rank=0 there, and check --master_addr, "
-                                  "--master_port and the firewall." % (master_addr, port, timeout, e))
-            time.sleep(0.5)
-    with conn:
-        _send(conn, {"node_rank": node_rank, "nnodes": nnodes, "nproc": nproc})
-        conn.settimeout(max(deadline - time.time(), 1.0))
-        try:
-            reply = _receive(conn)
-        except (OSError, ValueError, ConnectionError) as e:
-            raise LaunchError("reached the master at %s:%d, but not every node joined within %d s "
-                              "(%s)." % (master_addr, port, timeout, e))
-    if "error" in reply:
-        raise LaunchError("the master at %s:%d refused this node: %s." % (master_addr, port, reply["error"]))
-    return reply["hosts"]
 
 
 # ------------------------------------------------------------------------------- the plan
 
-def make_plan(program, log):
-    """Validates the flags and works out every local worker's command and environment: returns
-    (command, [(rank, port, environment)], every worker's address)."""
-    command = program_command(program, FLAGS.no_python)
+@dataclasses.dataclass
+class Placement:
+    """Where this node's workers go: the launch.run flags that place them (or, with --slurm, what
+    Slurm says)."""
+    nnodes: int
+    node_rank: int
+    master_addr: str
+    master_port: int
+    worker_hosts: Optional[list] = None     # [(host, first worker port)] in node-rank order
+    join_timeout: float = 600.0
+
+
+def placement_from_flags() -> Placement:
+    if FLAGS.slurm:
+        given = [f for f in ("nnodes", "node_rank", "master_addr", "worker_hosts") if FLAGS[f].present]
+        if given:
+            raise LaunchError("--slurm takes the nodes from Slurm; drop %s."
+                              % ", ".join("--" + f for f in given))
+        nnodes, node_rank, master = slurm_nodes()
+        return Placement(nnodes, node_rank, master, FLAGS.master_port, join_timeout=FLAGS.join_timeout)
     if not 1 <= FLAGS.master_port <= 65535:
         raise LaunchError("--master_port must be in 1-65535, got %d." % FLAGS.master_port)
     hosts = parse_worker_hosts(FLAGS.worker_hosts, FLAGS.master_port + 1) if FLAGS.worker_hosts else None
     nnodes = FLAGS.nnodes if FLAGS.nnodes is not None else len(hosts or [None])
+    return Placement(nnodes, FLAGS.node_rank, FLAGS.master_addr, FLAGS.master_port, hosts,
+                     FLAGS.join_timeout)
+
+
+def slurm_nodes():
+    """(nnodes, this node's rank, node 0's host) inside a Slurm job step started with one task per
+    node (`srun --ntasks-per-node=1 python -m launch.run --slurm ...`)."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        raise LaunchError("--slurm: not inside a Slurm job (no SLURM_JOB_ID); submit the job with "
+                          "sbatch (see recipes/slurm/pretrain.sbatch) or drop --slurm.")
+    nodes = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")
+    rank = env.get("SLURM_NODEID")
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not (nodes and rank and nodelist):
+        raise LaunchError("--slurm: SLURM_JOB_NUM_NODES, SLURM_NODEID and SLURM_JOB_NODELIST must be "
+                          "set: start launch.run through srun, one task per node.")
+    if int(env.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0] or 1) != 1:
+        raise LaunchError("--slurm: launch.run starts every process of its node itself; run it as one "
+                          "task per node (srun --ntasks-per-node=1, --nproc_per_node for the workers).")
+    try:
+        hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                               text=True, check=True, timeout=60).stdout.split()
+    except (OSError, subprocess.SubprocessError) as e:
+        raise LaunchError("--slurm: `scontrol show hostnames %s` failed (%s)." % (nodelist, e))
+    if len(hosts) != int(nodes):
+        raise LaunchError("--slurm: SLURM_JOB_NUM_NODES=%s but the node list %s has %d host(s)."
+                          % (nodes, nodelist, len(hosts)))
+    return int(nodes), int(rank), hosts[0]
+
+
+def make_plan(program, place: Placement, nproc_per_node="1", gpus_per_proc=1, no_python=False,
+              log_dir=None, log=print):
+    """Validates the placement and works out every local worker's command and environment:
+    returns (command, [(rank, port, environment)], every worker's address)."""
+    command = program_command(program, no_python)
+    hosts, nnodes, node_rank = place.worker_hosts, place.nnodes, place.node_rank
     if nnodes < 1:
         raise LaunchError("--nnodes must be at least 1, got %d." % nnodes)
     if hosts and len(hosts) != nnodes:
         raise LaunchError("--worker_hosts names %d host(s) but --nnodes=%d." % (len(hosts), nnodes))
-    if not 0 <= FLAGS.node_rank < nnodes:
+    if not 0 <= node_rank < nnodes:
         raise LaunchError("--node_rank must be in 0..%d (--nnodes=%d), got %d."
-                          % (nnodes - 1, nnodes, FLAGS.node_rank))
-    if FLAGS.gpus_per_proc < 0 or FLAGS.max_restarts < 0:
-        raise LaunchError("--gpus_per_proc and --max_restarts cannot be negative.")
+                          % (nnodes - 1, nnodes, node_rank))
+    if gpus_per_proc < 0:
+        raise LaunchError("--gpus_per_proc cannot be negative.")
     gpus = available_gpus()
-    nproc = processes_per_node(FLAGS.nproc_per_node, FLAGS.gpus_per_proc, gpus)
-    devices = worker_devices(nproc, FLAGS.gpus_per_proc, gpus)
+    nproc = processes_per_node(nproc_per_node, gpus_per_proc, gpus)
+    devices = worker_devices(nproc, gpus_per_proc, gpus)
     if hosts is None and nnodes == 1:
-        hosts = [(FLAGS.master_addr, FLAGS.master_port + 1)]
-    base_port = hosts[FLAGS.node_rank][1] if hosts else FLAGS.master_port + 1
+        hosts = [(place.master_addr, place.master_port + 1)]
+    base_port = hosts[node_rank][1] if hosts else place.master_port + 1
     if base_port + nproc - 1 > 65535:
         raise LaunchError("worker ports %d..%d exceed 65535: lower the port."
                           % (base_port, base_port + nproc - 1))
-    busy = [p for p in range(base_port, base_port + nproc) if port_in_use(p)]
+    busy = [p for p in range(base_port, base_port + nproc) if rendezvous.port_in_use(p)]
     if busy:
         raise LaunchError("worker port(s) %s are in use on this host (another job?): pick another "
                           "--master_port (or ports in --worker_hosts)." % ", ".join(map(str, busy)))
-    if FLAGS.log_dir:
-        os.makedirs(FLAGS.log_dir, exist_ok=True)
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
     if hosts is None:   # several nodes, addresses learnt through the master
-        if FLAGS.master_addr in ("127.0.0.1", "localhost"):
+        if place.master_addr in ("127.0.0.1", "localhost"):
             log("warning: --master_addr=%s is reachable from this host only; give node 0's "
-                "address when the nodes are different hosts." % FLAGS.master_addr)
-        if FLAGS.node_rank == 0:
-            names = serve_join(FLAGS.master_addr, FLAGS.master_port, nnodes, nproc,
-                               FLAGS.join_timeout, log)
-        else:
-            names = join(FLAGS.master_addr, FLAGS.master_port, FLAGS.node_rank, nnodes, nproc,
-                         FLAGS.join_timeout)
-        hosts = [(name, FLAGS.master_port + 1) for name in names]
+                "address when the nodes are different hosts." % place.master_addr)
+        try:
+            if node_rank == 0:
+                names = rendezvous.serve_join(place.master_addr, place.master_port, nnodes, nproc,
+                                              place.join_timeout, log)
+            else:
+                names = rendezvous.join(place.master_addr, place.master_port, node_rank, nnodes, nproc,
+                                        place.join_timeout)
+        except rendezvous.RendezvousError as e:
+            raise LaunchError(str(e))
+        hosts = [(name, place.master_port + 1) for name in names]
     addresses = ["%s:%d" % (host, port + local) for host, port in hosts for local in range(nproc)]
     workers = []
     for local in range(nproc):
-        rank = FLAGS.node_rank * nproc + local
+        rank = node_rank * nproc + local
         env = {
             "TF_CONFIG": json.dumps({"cluster": {"worker": addresses},
                                      "task": {"type": "worker", "index": rank}}),
             "RANK": str(rank), "LOCAL_RANK": str(local), "WORLD_SIZE": str(len(addresses)),
-            "LOCAL_WORLD_SIZE": str(nproc), "NODE_RANK": str(FLAGS.node_rank),
-            "MASTER_ADDR": hosts[0][0], "MASTER_PORT": str(FLAGS.master_port),
+            "LOCAL_WORLD_SIZE": str(nproc), "NODE_RANK": str(node_rank),
+            "MASTER_ADDR": hosts[0][0], "MASTER_PORT": str(place.master_port),
             "PYTHONUNBUFFERED": "1"}
         if devices[local] is not None:
             env["CUDA_VISIBLE_DEVICES"] = devices[local]
         workers.append((rank, base_port + local, env))
     return command, workers, addresses
-
-
-# ------------------------------------------------------------------------------ supervision
-
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def _die_with_launcher():
-    """In the child before exec: SIGKILL when the launcher dies, even by kill -9 (Linux)."""
-    if _libc is not None:
-        _libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-
-
-def _has_exited(process):
-    """Whether `process` has exited, without reaping it where the platform allows (waitid)."""
-    if process.returncode is not None:
-        return True
-    if not hasattr(os, "waitid"):
-        return process.poll() is not None
-    try:
-        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return process.poll() is not None
-
-
-def _drain(stream, until):
-    """The bytes left in a pipe: read until EOF, or until no more come before time `until`."""
-    import select
-
-    fd, chunks = stream.fileno(), []
-    while True:
-        ready, _, _ = select.select([fd], [], [], max(until - time.time(), 0))
-        if not ready:
-            break
-        data = os.read(fd, 65536)
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks)
-
-
-class Worker:
-    """One worker process, its output forwarded line by line to its log file and/or the console."""
-
-    def __init__(self, rank, command, env, attempt, log_dir, console):
-        self.rank, self.console = rank, console
-        self.log = open(os.path.join(log_dir, "rank_%d.log" % rank), "ab") if log_dir else None
-        if self.log:
-            self.log.write(b"===== launch.run: attempt %d, %s =====\n"
-                           % (attempt, time.strftime("%Y-%m-%d %H:%M:%S").encode()))
-            self.log.flush()
-        self.process = subprocess.Popen(command, env=dict(os.environ, RESTART_COUNT=str(attempt), **env),
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, start_new_session=True,
-                                        preexec_fn=_die_with_launcher)
-        self.pending = {}
-        self.exit_code = None
-
-    def output(self, stream, data, end=False):
-        """Forwards the complete lines of `data`; at the `end` of `stream`, also a partial one."""
-        data = self.pending.pop(stream, b"") + data
-        lines = data.splitlines(keepends=True)
-        if lines and not end and not lines[-1].endswith(b"\n"):
-            self.pending[stream] = lines.pop()
-        for line in lines:
-            if not line.endswith(b"\n"):
-                line += b"\n"
-            if self.log:
-                self.log.write(line)
-            if self.console:
-                out = sys.stdout if stream is self.process.stdout else sys.stderr
-                out.buffer.write(b"[rank %d] " % self.rank + line)
-                out.flush()
-        if self.log:
-            self.log.flush()
-
-    def signal(self, signum):
-        try:
-            os.killpg(self.process.pid, signum)   # its own session: the worker and its children
-        except ProcessLookupError:
-            pass
-
-    def close(self):
-        if self.log:
-            self.log.close()
-
-
-def describe_exit(code):
-    if code < 0:
-        try:
-            return "killed by %s" % signal.Signals(-code).name
-        except ValueError:
-            return "killed by signal %d" % -code
-    return "exit code %d" % code
-
-
-class Launcher:
-    def __init__(self, command, workers, log):
-        self.command, self.workers, self.log = command, workers, log
-        self.signals = []
-
-    def _on_signal(self, signum, frame):
-        del frame
-        self.signals.append(signum)
-
-    def run(self):
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._on_signal)
-        attempt = 0
-        while True:
-            if attempt:   # a restart: the killed workers' ports may take a moment to be released
-                self._wait_for_ports()
-            if self.signals:   # also one that came while waiting: start no new workers
-                return 128 + self.signals[0]
-            outcome = self._attempt(attempt)
-            if outcome == "finished":
-                self.log("all %d worker(s) finished." % len(self.workers))
-                return 0
-            if outcome == "stopped":
-                return 128 + self.signals[0]
-            if outcome in ("killed", "fatal"):
-                return 1
-            if attempt >= FLAGS.max_restarts:
-                self.log("giving up after %d restart(s) (--max_restarts=%d)."
-                         % (attempt, FLAGS.max_restarts))
-                return 1
-            attempt += 1
-            self.log("restarting all workers (restart %d of %d)." % (attempt, FLAGS.max_restarts))
-
-    def _wait_for_ports(self, timeout=60):
-        deadline = time.time() + timeout
-        while (any(port_in_use(port) for _, port, _ in self.workers) and time.time() < deadline
-               and not self.signals):
-            time.sleep(0.5)
-
-    def _attempt(self, attempt):
-        """Runs every worker once: finished | failed (restart) | stopped (by a signal, cleanly) |
-        killed (workers that did not stop in time)."""
-        console = FLAGS.tee or not FLAGS.log_dir
-        procs = [Worker(rank, self.command, env, attempt, FLAGS.log_dir, console)
-                 for rank, _, env in self.workers]
-        self.log("attempt %d: %s" % (attempt, ", ".join("rank %d pid %d" % (w.rank, w.process.pid)
-                                                          for w in procs)))
-        selector = selectors.DefaultSelector()
-        for w in procs:
-            selector.register(w.process.stdout, selectors.EVENT_READ, w)
-            selector.register(w.process.stderr, selectors.EVENT_READ, w)
-        deadline, forwarded = None, False      # deadline: when workers still running get killed
-        try:
-            while True:
-                self._forward_output(selector)
-                self._note_exits(procs)
-                running = [w for w in procs if w.exit_code is None]
-                failed = [w for w in procs if w.exit_code not in (None, 0)]
-                if not running:
-                    break
-                if self.signals and not forwarded:        # stop: every worker checkpoints and exits
-                    self.log("%s: asking the workers to checkpoint and exit (SIGTERM; killed after "
-                             "%d s or at a second signal)." % (signal.Signals(self.signals[0]).name,
-                                                               FLAGS.stop_timeout))
-                    for w in running:
-                        w.signal(signal.SIGTERM)
-                    deadline, forwarded = time.time() + FLAGS.stop_timeout, True
-                elif failed and not self.signals:         # the others cannot go on without it
-                    self.log("rank %d failed: stopping the other workers." % failed[0].rank)
-                    self._kill(running)
-                elif len(running) < len(procs) and deadline is None and not self.signals:
-                    deadline = time.time() + FLAGS.stop_timeout   # some finished: the rest should too
-                if len(self.signals) > 1 or (deadline and time.time() > deadline):
-                    self.log("killing worker(s) %s, still running." % ", ".join(str(w.rank) for w in running))
-                    self._kill(running)
-                    if not self.signals:
-                        return "killed"
-            if self.signals:
-                clean = all(w.exit_code == 0 for w in procs)
-                self.log("stopped; %s" % ("every worker exited cleanly: re-run the same command to "
-                                          "resume." if clean else "some workers did not exit cleanly."))
-                return "stopped" if clean else "killed"
-            codes = {str(w.exit_code) for w in procs if w.exit_code != 0}
-            if codes & set(FLAGS.fatal_exit_codes):
-                self.log("a worker exited with %s (--fatal_exit_codes: bad input or config); not "
-                         "restarting." % ", ".join(sorted(codes)))
-                return "fatal"
-            return "failed" if codes else "finished"
-        finally:
-            for w in procs:
-                if w.process.returncode is None:   # running, or exited but not reaped: its group too
-                    w.signal(signal.SIGKILL)
-                    w.process.wait()
-            # What is left in the pipes. Not a blocking read to EOF: a process the worker started
-            # in another session may hold them open for ever.
-            drain_until = time.time() + 1.0
-            for w in procs:
-                for stream in (w.process.stdout, w.process.stderr):
-                    w.output(stream, _drain(stream, drain_until), end=True)
-                    stream.close()
-                w.close()
-            selector.close()
-
-    @staticmethod
-    def _forward_output(selector, timeout=0.1):
-        """Waits up to `timeout` s for worker output and forwards what came."""
-        for key, _ in selector.select(timeout):
-            data = os.read(key.fd, 65536)
-            if not data:
-                selector.unregister(key.fileobj)
-            key.data.output(key.fileobj, data, end=not data)
-
-    def _note_exits(self, procs):
-        for w in procs:
-            if w.exit_code is None and _has_exited(w.process):
-                # Processes the worker left in its process group (its session) go with it: they
-                # would hold its output pipes open, and outlive the job. The worker is not reaped
-                # yet, so its process group id cannot have been reused by another process.
-                if w.process.returncode is None:
-                    w.signal(signal.SIGKILL)
-                w.exit_code = w.process.wait()
-                self.log("rank %d: %s" % (w.rank, describe_exit(w.exit_code)))
-
-    def _kill(self, workers):
-        for w in workers:
-            w.signal(signal.SIGKILL)
-        for w in workers:
-            w.process.wait()
 
 
 def main(argv):
@@ -609,16 +340,23 @@ def main(argv):
         if FLAGS.log_dir:
             os.makedirs(FLAGS.log_dir, exist_ok=True)
             log_file = open(os.path.join(FLAGS.log_dir, "launcher.log"), "a")
-        command, workers, addresses = make_plan(argv[1:], log)
+        if FLAGS.max_restarts < 0:
+            raise LaunchError("--max_restarts cannot be negative.")
+        place = placement_from_flags()
+        command, workers, addresses = make_plan(argv[1:], place, FLAGS.nproc_per_node,
+                                                FLAGS.gpus_per_proc, FLAGS.no_python, FLAGS.log_dir, log)
     except (LaunchError, OSError) as e:
         print("launch.run: error: %s" % e, file=sys.stderr)
         return 2
     log("node %d: %d worker(s) (rank %d-%d of %d); workers %s; command: %s" % (
-        FLAGS.node_rank, len(workers), workers[0][0], workers[-1][0], len(addresses),
+        place.node_rank, len(workers), workers[0][0], workers[-1][0], len(addresses),
         ",".join(addresses), " ".join(shlex.quote(a) for a in command)))
     if FLAGS.log_dir and not FLAGS.tee:
         log("worker output goes to %s/rank_<rank>.log" % FLAGS.log_dir)
-    return Launcher(command, workers, log).run()
+    options = SupervisorOptions(max_restarts=FLAGS.max_restarts,
+                                fatal_exit_codes=tuple(FLAGS.fatal_exit_codes),
+                                stop_timeout=FLAGS.stop_timeout, log_dir=FLAGS.log_dir, tee=FLAGS.tee)
+    return Launcher(command, workers, options, log).run()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ program on worker 0, shows its log and deletes the TPU, through `gcloud`.
 The software: TensorFlow's TPU build, `tensorflow-tpu` from requirements-tpu.txt (2.19.1: the last
 release with TPU support; there is no TPU build of TensorFlow 2.21), installed by `setup` with
 everything that must agree with it on Google's base image for the TPU generation (`SOFTWARE`
-below). `--runtime_version` may name a TPU runtime image with its own TensorFlow instead
+in launch/tpu_slices.py). `--runtime_version` may name a TPU runtime image with its own TensorFlow instead
 (tpu-vm-tf-2.19.0-pjrt, ...): `setup` then keeps that TensorFlow and checks its version.
 
 One client per slice: TensorFlow's TPUStrategy is single-client, so `run` starts the program on
@@ -32,14 +32,13 @@ region vs the TPU's); --skip_preflight skips that. By default the TPU is a queue
 `run` starts the command in the background (output in ~/REMOTE_DIR/logs/JOB.log), or streams it
 with --foreground.
 
-Refused before anything runs: accelerator types or zones not in ZONES below, both --spot and
+Refused before anything runs: accelerator types or zones not in launch/tpu_slices.py's ZONES, both --spot and
 --reserved, a TensorFlow version without a TPU build, a runtime whose -pod/-pjrt flavour does
 not fit the slice, `--config.distribute.tpu=local` on a multi-host slice (the client would drive
 only its own host's chips) or a TPU name on a single-host one, and `--worker=all` for a program
 that trains with distribute.name=tpu (every host would start its own client of the whole slice).
 """
 
-import fnmatch
 import os
 import re
 import shlex
@@ -48,73 +47,14 @@ import sys
 
 from absl import app, flags
 
-from launch import tpu_host
-from launch.tpu_host import TPU_REQUIREMENTS
+from launch.tpu_slices import (ROOT, TpuError, accelerator, check_zone, runtime_version,
+                               slice_shape, tpu_tensorflow)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMANDS = ("create", "setup", "run", "logs", "delete")
-
-# Where each TPU type can be created, from https://cloud.google.com/tpu/docs/regions-zones
-# (2025). Google adds zones over time: when yours is missing, check that page and extend this.
-ZONES = {
-    "us-central1-a": ("v2-32", "v2-128", "v2-256", "v2-512", "v3-8", "v5litepod-*", "v5p-*"),
-    "us-central1-b": ("v2-8", "v3-8", "v6e-*"),
-    "us-central1-c": ("v2-8",),
-    "us-central1-f": ("v2-8", "v3-8"),
-    "us-central2-b": ("v4-*",),
-    "us-east1-d": ("v6e-*",),
-    "us-east5-a": ("v5litepod-*", "v5p-*", "v6e-*"),
-    "us-east5-b": ("v5litepod-*", "v6e-*"),
-    "us-east5-c": ("v5litepod-*",),
-    "us-south1-a": ("v5litepod-*",),
-    "us-west1-c": ("v5litepod-*",),
-    "us-west4-a": ("v5litepod-*",),
-    "europe-west4-a": ("v2-*", "v3-*", "v6e-*"),
-    "europe-west4-b": ("v5litepod-*", "v5p-*"),
-    "asia-east1-c": ("v2-8",),
-    "asia-northeast1-b": ("v6e-*",),
-    "asia-southeast1-b": ("v5litepod-*",),
-}
-# Sizes per generation: the number after the dash counts TensorCores (v2-v4, v5p) or chips
-# (v5litepod = v5e, v6e); a host holds 8 cores, or up to 8 chips (4 per host in multi-host slices).
-SIZES = {"v2": (8, 32, 128, 256, 512), "v3": (8, 32, 64, 128, 256, 512, 1024, 2048),
-         "v5litepod": (1, 4, 8, 16, 32, 64, 128, 256), "v6e": (1, 4, 8, 16, 32, 64, 128, 256)}
-
-# The software of each generation: Google's base image (Ubuntu, Python, the TPU runtime service;
-# no TensorFlow) and the device API TensorFlow's TPU build reaches the chips through. setup
-# installs tensorflow-tpu (requirements-tpu.txt) on top.
-SOFTWARE = {
-    # https://cloud.google.com/tpu/docs/runtimes ("v4 and older": tpu-ubuntu2204-base); the TF
-    # 2.18+ runtimes for these generations are "-pjrt-v5p-and-below" (and "-se") images.
-    "v2": ("tpu-ubuntu2204-base", "pjrt"),
-    "v3": ("tpu-ubuntu2204-base", "pjrt"),
-    "v4": ("tpu-ubuntu2204-base", "pjrt"),
-    # https://cloud.google.com/tpu/docs/runtimes (v5e: v2-alpha-tpuv5-lite); v5e, v5p and v6e run
-    # TensorFlow on PJRT only (https://cloud.google.com/tpu/docs/supported-versions).
-    "v5litepod": ("v2-alpha-tpuv5-lite", "pjrt"),
-    # https://cloud.google.com/tpu/docs/runtimes (v5p: v2-alpha-tpuv5).
-    "v5p": ("v2-alpha-tpuv5", "pjrt"),
-    # https://cloud.google.com/tpu/docs/runtimes (Trillium: v2-alpha-tpuv6e).
-    "v6e": ("v2-alpha-tpuv6e", "pjrt"),
-}
-PJRT_ONLY = ("v5litepod", "v5p", "v6e")
-# TensorFlow releases with a TPU build (tensorflow-tpu on PyPI), and why a release is not used.
-TPU_TENSORFLOW = {
-    "2.19.1": None,
-    "2.20.0": "its wheel asks for libtpu~=0.0.14, so pip takes the newest libtpu, with which "
-              "TensorFlow finds no TPU ('No TPU platform found'); Keras names 2.19.1 the last "
-              "TensorFlow that supports TPUs",
-    "2.18.0": "it needs libtpu 2.18.0 from Google's index and keras < 3.13 pins of its own",
-    "2.17.1": "older than the 2.19 this project is tested with", "2.17.0": "as 2.17.1",
-    "2.16.2": "older than the 2.19 this project is tested with", "2.16.1": "as 2.16.2",
-}
-# The newest TensorFlow for which Google publishes TPU runtime images (tpu-vm-tf-X.Y.Z...).
-NEWEST_TF_RUNTIME = (2, 19, 0)
-
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("name", None, "TPU name (and queued-resource id).")
-flags.DEFINE_string("zone", None, "Zone, e.g. us-central2-b (see ZONES in launch/tpu_vm.py).")
+flags.DEFINE_string("zone", None, "Zone, e.g. us-central2-b (see ZONES in launch/tpu_slices.py).")
 flags.DEFINE_string("project", None, "Google Cloud project (default: gcloud's configured one).")
 flags.DEFINE_string("accelerator_type", None, "create, setup, run: e.g. v4-32, v5litepod-16 (or "
                     "v5e-16), v6e-8.")
@@ -143,103 +83,11 @@ flags.DEFINE_bool("follow", False, "logs: keep following the log (tail -f).")
 flags.DEFINE_bool("dry_run", False, "Print the commands instead of running them.")
 
 
-class TpuError(Exception):
-    """A request that cannot work; the message says why and what to change."""
-
-
-# ------------------------------------------------------------------------------ the slice
-
-def slice_shape(accelerator_type):
-    """(generation, size, hosts) of e.g. 'v4-32' ('v5e-N' is gcloud's 'v5litepod-N'), or TpuError."""
-    m = re.fullmatch(r"(v2|v3|v4|v5p|v5litepod|v6e)-(\d+)", accelerator_type or "")
-    if not m:
-        raise TpuError("--accelerator_type %r: expected <generation>-<size> with generation v2, v3, "
-                       "v4, v5p, v5litepod (v5e) or v6e, e.g. v4-32." % accelerator_type)
-    generation, size = m.group(1), int(m.group(2))
-    valid = size in SIZES[generation] if generation in SIZES else size % 8 == 0
-    if not valid:
-        raise TpuError("%s is not a %s slice size (%s)." % (accelerator_type, generation, ", ".join(
-            map(str, SIZES[generation])) if generation in SIZES else "a multiple of 8"))
-    if generation in ("v5litepod", "v6e"):
-        hosts = 1 if size <= 8 else size // 4
-    else:
-        hosts = size // 8
-    return generation, size, hosts
-
-
-def accelerator(value):
-    """gcloud's name of an accelerator type: v5e-N is v5litepod-N."""
-    return re.sub(r"^v5e-", "v5litepod-", value or "")
-
-
-def check_zone(zone, accelerator_type):
-    if zone not in ZONES:
-        raise TpuError("zone %r is not in the zone table of launch/tpu_vm.py (%s); if Google offers "
-                       "TPUs there now, add it to ZONES." % (zone, ", ".join(sorted(ZONES))))
-    if not any(fnmatch.fnmatch(accelerator_type, pattern) for pattern in ZONES[zone]):
-        where = sorted(z for z, types in ZONES.items()
-                       if any(fnmatch.fnmatch(accelerator_type, p) for p in types))
-        raise TpuError("%s is not offered in %s (it has %s); zones listing it: %s."
-                       % (accelerator_type, zone, ", ".join(ZONES[zone]), ", ".join(where) or "none"))
-
-
-def tpu_tensorflow():
-    """The TensorFlow TPU build pinned in requirements-tpu.txt (tensorflow-tpu==X.Y.Z), checked."""
-    try:
-        version = tpu_host.pinned_tensorflow(ROOT)
-    except ValueError as e:
-        raise TpuError(str(e))
-    if version not in TPU_TENSORFLOW:
-        raise TpuError("%s pins tensorflow-tpu==%s, which has no TPU build: TPU builds exist for "
-                       "TensorFlow %s (none for 2.21)." % (TPU_REQUIREMENTS, version,
-                                                           ", ".join(sorted(TPU_TENSORFLOW))))
-    if TPU_TENSORFLOW[version]:
-        raise TpuError("%s pins tensorflow-tpu==%s: not usable here, %s." % (
-            TPU_REQUIREMENTS, version, TPU_TENSORFLOW[version]))
-    return version
-
-
-def runtime_version(accelerator_type, requested=None):
-    """The TPU software version: the generation's base image, or `requested`, checked against the
-    slice and against requirements-tpu.txt's TensorFlow."""
-    generation, _, hosts = slice_shape(accelerator_type)
-    pod = hosts > 1
-    tf_version = tpu_tensorflow()
-    if not requested:
-        return SOFTWARE[generation][0]
-    m = re.fullmatch(r"tpu-vm-tf-(\d+)\.(\d+)\.(\d+)(-pod)?(-pjrt|-se)?(-v5e-and-v6|-v5p-and-below)?",
-                     requested)
-    if requested.startswith("tpu-vm-tf-") and not m:
-        raise TpuError("--runtime_version %r: expected tpu-vm-tf-X.Y.Z[-pod][-pjrt|-se][-variant]."
-                       % requested)
-    if not m:
-        return requested   # another image (a base image, a nightly): taken as given
-    version = tuple(int(x) for x in m.group(1, 2, 3))
-    if version > NEWEST_TF_RUNTIME:
-        raise TpuError("runtime %s: there is no TPU runtime for TensorFlow %s (the newest is %s); "
-                       "leave --runtime_version unset to use the base image and tensorflow-tpu==%s."
-                       % (requested, ".".join(map(str, version)),
-                          ".".join(map(str, NEWEST_TF_RUNTIME)), tf_version))
-    if version[:2] != tuple(int(x) for x in tf_version.split(".")[:2]):
-        raise TpuError("runtime %s has TensorFlow %d.%d but %s pins TensorFlow %s (keras, "
-                       "tensorboard, numpy and protobuf are pinned for it)."
-                       % (requested, version[0], version[1], TPU_REQUIREMENTS, tf_version))
-    if bool(m.group(4)) != pod:
-        raise TpuError("runtime %s is for %s slices but %s has %d host(s): %s -pod." % (
-            requested, "multi-host" if m.group(4) else "single-host", accelerator_type, hosts,
-            "add" if pod else "drop"))
-    if generation in PJRT_ONLY and m.group(5) != "-pjrt":
-        raise TpuError("%s runs TensorFlow only on the PJRT runtime: use a -pjrt version, e.g. "
-                       "tpu-vm-tf-%s%s-pjrt." % (generation, ".".join(map(str, version)),
-                                                "-pod" if pod else ""))
-    return requested
-
-
 # ------------------------------------------------------------------------------- preflight
 
 def preflight(workdir, data, zone):
     """Checks the gs:// paths the run will use before anything is created: both buckets exist, the
-    workdir accepts writes and the data has a manifest.json (pretrain.gcs makes the requests).
+    workdir accepts writes and the data has a manifest.json (storage.gcs makes the requests).
     Returns notes (a bucket outside the TPU's region); raises TpuError listing every problem."""
     problems, notes = [], []
     for flag, url in (("workdir", workdir), ("data", data)):
@@ -249,7 +97,7 @@ def preflight(workdir, data, zone):
             problems.append("--%s=%s: TPU hosts share no disk; use a gs:// path." % (flag, url))
     if not problems:
         from google.api_core import exceptions
-        from pretrain import gcs   # imports TensorFlow: only when there is something to check
+        from storage import gcs   # imports TensorFlow: only when there is something to check
         try:
             gcs.preflight(read=[data], write=[workdir])
             client = gcs.client()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from launch import tpu_vm
+from launch import tpu_slices, tpu_vm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -174,7 +174,7 @@ def test_impossible_requests_are_refused(args, message):
 
 def test_preflight_checks_buckets_manifest_and_region_against_gcs(gcs_emulator):
     """Against a GCS emulator on loopback (its bucket is in the US multi-region)."""
-    from pretrain import gcs
+    from storage import gcs
 
     bucket = "gs://%s" % gcs_emulator
     gcs.client().bucket(gcs_emulator).blob("data/wiki_128/manifest.json").upload_from_string(b"{}")
@@ -201,9 +201,9 @@ def test_preflight_checks_buckets_manifest_and_region_against_gcs(gcs_emulator):
 ])
 def test_a_tensorflow_without_a_working_tpu_build_is_refused(tmp_path, monkeypatch, pin, message):
     (tmp_path / "requirements-tpu.txt").write_text("# comment\n%s\nkeras==3.12.4\n" % pin)
-    monkeypatch.setattr(tpu_vm, "ROOT", str(tmp_path))
-    with pytest.raises(tpu_vm.TpuError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        tpu_vm.runtime_version("v4-8")
+    monkeypatch.setattr(tpu_slices, "ROOT", str(tmp_path))
+    with pytest.raises(tpu_slices.TpuError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        tpu_slices.runtime_version("v4-8")
 
 
 def test_the_host_installs_the_pinned_tensorflow_unless_an_image_brings_one(tmp_path, monkeypatch):
