@@ -65,6 +65,7 @@ def get_config():
         piecewise=[], step_offset=0,
         weight_decay=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
         bias_correction=True,           # adamw: False = google-research/bert's AdamWeightDecay
+        momentum=0.0,                   # sgd
         # Regular expressions searched in variable paths (e.g. bert/layer_3/query/kernel).
         exclude_from_weight_decay=["LayerNorm", "bias"],
         exclude_from_layer_adaptation=["LayerNorm", "bias"],   # lamb

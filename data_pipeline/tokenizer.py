@@ -366,7 +366,8 @@ def _lookup_specials(index, path, names):
         found[key] = hit
     if missing:
         raise VocabError("Vocabulary %s lacks the special token(s) %s. Rebuild it with "
-                         "`python -m launch.build_vocab`, or add them to the file." % (path, ", ".join(missing)))
+                         "`python -m launch.build_vocab`, or add them to the file."
+                         % (path, ", ".join(missing)))
     return SpecialIds(**found)
 
 

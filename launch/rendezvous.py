@@ -106,7 +106,8 @@ def join(master_addr, port, node_rank, nnodes, nproc, timeout):
             raise RendezvousError("reached the master at %s:%d, but not every node joined within %d s "
                               "(%s)." % (master_addr, port, timeout, e))
     if "error" in reply:
-        raise RendezvousError("the master at %s:%d refused this node: %s." % (master_addr, port, reply["error"]))
+        raise RendezvousError("the master at %s:%d refused this node: %s."
+                              % (master_addr, port, reply["error"]))
     return reply["hosts"]
 
 

@@ -25,7 +25,8 @@ Supervision: when a worker exits non-zero or is killed, the others are killed to
 job cannot go on without it, and what they did since the last checkpoint is lost either way) and
 all of them start again, up to --max_restarts times; launch.pretrain resumes from the last
 checkpoint. A worker exiting with one of --fatal_exit_codes (2: the entry points' "bad input or
-config") is not restarted: it would fail the same way. SIGINT (Ctrl-C) and SIGTERM are forwarded to every worker as SIGTERM, on which
+config") is not restarted: it would fail the same way. SIGINT (Ctrl-C) and SIGTERM are forwarded
+to every worker as SIGTERM, on which
 launch.pretrain checkpoints at its next loop boundary and exits; workers still running after
 --stop_timeout seconds, or at a second signal, are killed. On other hosts, workers notice a lost
 peer through TensorFlow's health checks, fail, and are restarted by their own launcher.

@@ -164,9 +164,11 @@ def setup_commands():
         "python3 -m pip install --quiet -r .requirements-host.txt",
         "python3 -m launch.tpu_host check"]
     if hosts > 1:
-        image = FLAGS.grpc_worker_image or "gcr.io/cloud-tpu-v2-images/grpc_tpu_worker:tf-%s-pjrt" % tf_version
-        steps += ["sudo sed -i 's|TF_DOCKER_URL=.*|TF_DOCKER_URL=%s\"|' /etc/systemd/system/tpu-runtime.service"
-                  % image, "sudo systemctl daemon-reload", "sudo systemctl restart tpu-runtime"]
+        image = (FLAGS.grpc_worker_image
+                 or "gcr.io/cloud-tpu-v2-images/grpc_tpu_worker:tf-%s-pjrt" % tf_version)
+        service = "/etc/systemd/system/tpu-runtime.service"
+        steps += ["sudo sed -i 's|TF_DOCKER_URL=.*|TF_DOCKER_URL=%s\"|' %s" % (image, service),
+                  "sudo systemctl daemon-reload", "sudo systemctl restart tpu-runtime"]
     return [
         ["mkdir", "-p", os.path.dirname(archive)],
         ["tar", "-czf", archive, "--exclude=./.git", "--exclude=./workspace", "--exclude=__pycache__",

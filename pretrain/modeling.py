@@ -49,7 +49,8 @@ class BertConfig:
             raise ValueError("hidden_size %d is not a multiple of num_attention_heads %d"
                              % (self.hidden_size, self.num_attention_heads))
         if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError("hidden_act %r is not supported (%s)" % (self.hidden_act, ", ".join(_ACTIVATIONS)))
+            raise ValueError("hidden_act %r is not supported (%s)"
+                             % (self.hidden_act, ", ".join(_ACTIVATIONS)))
 
     @classmethod
     def from_dict(cls, d):

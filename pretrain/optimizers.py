@@ -287,7 +287,7 @@ def build_optimizer(config, total_steps, variables=None, num_layers=None):
         optimizer = (keras.optimizers.Adam(learning_rate=schedule, beta_1=c.get("beta_1", 0.9),
                                            beta_2=c.get("beta_2", 0.999), epsilon=c.get("epsilon", 1e-7))
                      if name == "adam" else
-                     keras.optimizers.SGD(learning_rate=schedule, momentum=c.get("momentum", 0.0)))
+                     keras.optimizers.SGD(learning_rate=schedule, momentum=c.momentum))
 
     rules = [tuple(r) for r in (c.get("lr_multipliers", ()) or ())]
     layer_decay = c.get("layer_decay", 0.0) or 0.0

@@ -425,7 +425,8 @@ class Trainer:
                  % "; ".join("%s: %s" % p for p in bad)) if bad else (
                  "no shard differs from the manifest's size and checksum (a transient read error, "
                  "or a corruption the builder recorded); re-run to resume from the last checkpoint.")
-        return "reading the %s data failed (%s): %s" % (split, str(error).strip().splitlines()[0][:200], found)
+        first_line = str(error).strip().splitlines()[0][:200]
+        return "reading the %s data failed (%s): %s" % (split, first_line, found)
 
     def _agree(self, flag):
         """All workers stop together: any worker's stop signal stops every worker."""

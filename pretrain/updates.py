@@ -54,7 +54,8 @@ def build_gradient_transforms(specs, paths):
         spec = dict(spec)
         name, pattern = spec.pop("name", None), spec.pop("pattern", "")
         if name not in GRADIENT_TRANSFORMS:
-            raise ValueError("Unknown gradient transform %r (%s)" % (name, ", ".join(sorted(GRADIENT_TRANSFORMS))))
+            raise ValueError("Unknown gradient transform %r (%s)"
+                             % (name, ", ".join(sorted(GRADIENT_TRANSFORMS))))
         try:
             fn = GRADIENT_TRANSFORMS[name](**spec)
         except TypeError as e:

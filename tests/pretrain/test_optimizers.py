@@ -79,6 +79,8 @@ def _config(**kw):
     lookahead = kw.pop("lookahead", None)
     if lookahead:
         c.lookahead.update(**lookahead)
+    unknown = set(kw) - set(c.keys())
+    assert not unknown, "not optimizer fields: %s" % sorted(unknown)
     c.update(**kw)
     return c
 
@@ -98,7 +100,8 @@ class TFRun:
             self.optimizer.build(self.variables)
             self.transforms = updates.build_gradient_transforms(config.gradient_transforms, self.paths)
             self.ema = updates.WeightAverage(self.variables, config.ema_decay) if config.ema_decay else None
-        self.data = {p: (tf.constant(a, tf.float32), tf.constant(c, tf.float32)) for p, (a, c) in data.items()}
+        self.data = {p: (tf.constant(a, tf.float32), tf.constant(c, tf.float32))
+                     for p, (a, c) in data.items()}
         self.clip_norm = clip_norm
         self.step = tf.function(self._step)
 
@@ -199,8 +202,9 @@ def _reference(config, data, clip_norm):
 CASES = {
     "adamw_linear_warmup": (dict(name="adamw"), 0.0),
     "adamw_google_no_bias_correction_polynomial": (
-        dict(name="adamw", bias_correction=False, decay_shape="polynomial", power=2.0, end_learning_rate=0.01), 0.0),
-    "lamb_cosine_zero_norm": (dict(name="lamb", decay="cosine", weight_decay=0.2), 0.0),
+        dict(name="adamw", bias_correction=False, decay_shape="polynomial", power=2.0,
+             end_learning_rate=0.01), 0.0),
+    "lamb_cosine_zero_norm": (dict(name="lamb", decay_shape="cosine", weight_decay=0.2), 0.0),
     "lamb_lookahead_piecewise_layer_decay": (
         dict(name="lamb", schedule="piecewise", piecewise=[[2, 1.0], [6, 0.3], [9, 0.1]],
              layer_decay=0.9, lr_multipliers=[["query", 2.0]], lookahead=dict(k=3, alpha=0.5)), 0.5),
@@ -334,7 +338,8 @@ def test_trainer_resumes_the_whole_toolkit_exactly(mlm_data, tmp_path):
     Trainer(config(4), str(tmp_path / "cut"), progress=False).train()
     resumed = Trainer(config(6), str(tmp_path / "cut"), progress=False)
     assert resumed.train().step == 6
-    for a, b in zip(full.model.weights + full.state.ema.averages, resumed.model.weights + resumed.state.ema.averages):
+    for a, b in zip(full.model.weights + full.state.ema.averages,
+                    resumed.model.weights + resumed.state.ema.averages):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
     assert int(resumed.optimizer.iterations.numpy()) == 6 == int(resumed.optimizer.inner.iterations.numpy())
     # The EMA differs from the weights (it is an average, not a copy).

@@ -2,11 +2,11 @@
 
 TPUStrategy compiles the function given to `strategy.run` with XLA: for this trainer that is
 `TrainState.replica_step` (`Trainer.state`), the whole update (micro-batches, all-reduce,
-clipping, the guarded optimizer update, EMA, counters). Here that exact function is compiled with `jit_compile=True`
-(which fails on any op XLA cannot compile, or any shape it cannot make static) and must give the
-metrics, weights, optimizer state and counters of the same function run without XLA, for every
-task, for accumulation, Lookahead, EMA, lazy rows, recompute with bfloat16, and a skipped
-(non-finite) update.
+clipping, the guarded optimizer update, EMA, counters). Here that exact function is compiled with
+`jit_compile=True` (which fails on any op XLA cannot compile, or any shape it cannot make static)
+and must give the metrics, weights, optimizer state and counters of the same function run without
+XLA, for every task, for accumulation, Lookahead, EMA, lazy rows, recompute with bfloat16, and a
+skipped (non-finite) update.
 """
 
 import numpy as np
