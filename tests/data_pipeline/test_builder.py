@@ -159,6 +159,36 @@ def test_rjieba_builds_the_bytes_jieba_builds(corpus_dir, wordpiece_vocab, tmp_p
     assert shards["jieba"] == shards["rjieba"]
 
 
+def test_static_copies_are_masked_from_one_segmentation_and_one_packing(
+        corpus_dir, wordpiece_vocab, tmp_path, monkeypatch):
+    # dupe_factor copies cost masking and encoding only: each chunk is segmented once and, packed,
+    # laid out once; the manifest still counts every copy's instances and tokens.
+    from data_pipeline import chunks, segmenter
+    calls = {"words": 0, "instances": 0}
+    words, make = segmenter.Segmenter.words, chunks.make_instances
+
+    def count(key, f):
+        def counted(*args, **kwargs):
+            calls[key] += 1
+            return f(*args, **kwargs)
+        return counted
+    monkeypatch.setattr(segmenter.Segmenter, "words", count("words", words))
+    monkeypatch.setattr(chunks, "make_instances", count("instances", make))
+    one = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "one", inputs=("zh.txt",),
+                                segmenter="rjieba", mode="static", dupe_factor=1, docs_per_chunk=2))
+    seen = dict(calls)
+    five = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "five", inputs=("zh.txt",),
+                                 segmenter="rjieba", mode="static", dupe_factor=5, docs_per_chunk=2))
+    assert calls == {k: 2 * v for k, v in seen.items()} and seen["words"] == 3  # 3 chunks
+    assert five["stats"]["instances_made"] == 5 * one["stats"]["instances_made"]
+    assert five["stats"]["tokens"] == 5 * one["stats"]["tokens"]
+    assert five["splits"]["train"]["examples"] == 5 * one["splits"]["train"]["examples"]
+    rows = _records(tmp_path / "five", five, ["input_mask", "masked_lm_positions"])
+    masks = {m.tobytes() for m in rows["input_mask"]}
+    assert len(masks) <= one["splits"]["train"]["examples"]  # five copies of the same instances
+    assert len({p.tobytes() for p in rows["masked_lm_positions"]}) > len(masks)  # masked anew
+
+
 def test_dynamic_masks_of_chinese_take_whole_segmenter_words(corpus_dir, wordpiece_vocab, tmp_path):
     # The loader masks from the word starts the builder stored: a word the segmenter found is
     # masked entirely or not at all, in every epoch.
