@@ -44,9 +44,23 @@ def _tree_rss_kb(pid):
     return total
 
 
-def timed(cmd, cwd):
+def cpu_info():
+    """The CPU the figures were measured on: model, cores and the vector extensions that matter."""
+    info = {"cores": os.cpu_count()}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return info
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    info["model"] = fields.get("Model name", "").strip()
+    info["flags"] = sorted(f for f in flags if f.startswith(("avx", "sse4", "fma", "amx")))
+    return info
+
+
+def timed(cmd, cwd, env=None):
     start = time.time()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = [0]
 
     def sample():
@@ -111,7 +125,7 @@ def main():
               "--num_workers=%d" % args.workers]
     build = [sys.executable, "-m", "launch.build_data"] + common
     static = ["--mode=static", "--layout=pairs", "--dupe_factor=5"]
-    result = {"machine": "%d cores" % os.cpu_count(), "corpus_mb": round(os.path.getsize(corpus) / 1e6, 2)}
+    result = {"machine": cpu_info(), "corpus_mb": round(os.path.getsize(corpus) / 1e6, 2)}
     result["ours_static"] = median_of(args.rounds, lambda: timed(
         build + static + ["--output_dir=" + os.path.join(tmp, "static")], ROOT))
     result["ours_dynamic"] = median_of(args.rounds, lambda: timed(
