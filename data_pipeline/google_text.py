@@ -78,9 +78,11 @@ def split_word(word: str, lower_case: bool, strip_accents: bool) -> list:
     stripping, punctuation split, and the final split on whitespace."""
     if lower_case:
         word = word.lower()
-    if strip_accents:
+    if strip_accents and not word.isascii():  # ASCII has nothing to decompose, no Mn
         word = "".join(c for c in unicodedata.normalize("NFD", word)
                        if unicodedata.category(c) != "Mn")
+    if word.isalnum():  # letters and digits only: no punctuation, no whitespace (the common case)
+        return [word]
     pieces, current = [], []
     for ch in word:
         if is_punctuation(ch):

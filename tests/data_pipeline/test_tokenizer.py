@@ -106,9 +106,14 @@ def test_unicode_parity_rules_cover_every_assigned_code_point(mode):
 
 def test_package_statement_of_google_rules_matches_the_oracle():
     # google_text is what the fast paths and the parity scan build on; the tests' oracle is written
-    # separately. Every CJK code point decision, and the basic tokens of random text.
+    # separately. Every CJK decision, every assigned character between two letters, random text.
     cps = np.arange(0x110000)
     assert (google_text.cjk_mask(cps) == np.array([ref._is_cjk(int(c)) for c in cps])).all()
+    for cp in range(0x110000):
+        ch = chr(cp)
+        if unicodedata.category(ch) not in ("Cn", "Cs"):
+            for lower in (True, False):
+                assert google_text.basic_tokenize("a%sa" % ch, lower) == ref.basic_tokenize("a%sa" % ch, lower), cp
     r = random.Random(3)
     alphabet = [chr(c) for c in range(0x20, 0x3100) if unicodedata.category(chr(c)) != "Cs"]
     alphabet += list("中文字符的了，。！？") * 30 + [" "] * 200
