@@ -17,9 +17,10 @@ it; `--max_mb` takes its first MB) and one WordPiece vocab built from it, in the
     `--rounds`), once each with --segmenter=jieba (the reference), and static on a `--scale` times
     larger corpus (peak RSS must stay flat);
   * word segmentation alone: documents/s of one process with each installed segmenter.
-Prints JSON with wall seconds, peak RSS of the whole process tree, the ratios, the text each tool
-kept (bert4keras's sentence regex drops text after the last 。 or newline of a document), and the
-CPU model and flags. Skips (exit 0, with a reason) when the corpus or the peer is absent.
+Prints JSON with wall and CPU seconds, peak RSS of the whole process tree, the ratios of both,
+the text each tool kept (bert4keras's sentence regex drops text after the last 。 or newline of a
+document), and the CPU model and flags. Skips (exit 0, with a reason) when the corpus or the peer
+is absent.
 """
 
 import argparse
@@ -206,6 +207,9 @@ def main():
         result["speedup_dynamic"] = round(p / result["ours_dynamic"]["seconds"], 1)
         result["speedup_static_jieba"] = round(p / result["ours_static_jieba"]["seconds"], 1)
         result["speedup_dynamic_jieba"] = round(p / result["ours_dynamic_jieba"]["seconds"], 1)
+        pc = result["bert4keras"]["cpu_seconds"]
+        result["cpu_ratio_static"] = round(pc / result["ours_static"]["cpu_seconds"], 1)
+        result["cpu_ratio_dynamic"] = round(pc / result["ours_dynamic"]["cpu_seconds"], 1)
     else:
         result["bert4keras"] = ("skipped: pass --bert4keras_dir=<checkout of bojone/bert4keras> and "
                                 "--bert4keras_python=<python of an environment with TensorFlow and jieba>")
