@@ -34,6 +34,7 @@ CHINESE_TEXTS = [
     "繁體中文與简体混排，日本語のかなカナ、한국어 텍스트, emoji 😀👍 and Ext-B 𠀀𠀁 Ext-F 𬺰𬺱 compat 豈更",
     "\u3000全角空格\u3000和\u00a0不换行空格，零宽\u200b字符，控制\x07字符，\ufeffBOM\r\n换行",
     "Café 中文 naïve Ångström 混合 ﬁ ligature Ⅻ ① ㊀ ㍿ ＡＢＣ abc",
+    "私用区\ue000字符\ue001混在中文里\ue001，\x01控制\n换行",  # the encoders' own marks, in text
     "",
 ]
 
