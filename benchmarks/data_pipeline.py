@@ -18,6 +18,7 @@ Skips (exit 0, with a reason) when the corpora or the peer checkout are absent.
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -44,9 +45,31 @@ def _tree_rss_kb(pid):
     return total
 
 
-def timed(cmd, cwd):
-    start = time.time()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def cpu_info():
+    """The CPU the figures were measured on: model, cores and the vector extensions that matter."""
+    info = {"cores": os.cpu_count()}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return info
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    info["model"] = fields.get("Model name", "").strip()
+    info["flags"] = sorted(f for f in flags if f.startswith(("avx", "sse4", "fma", "amx")))
+    return info
+
+
+def _children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd, cwd, env=None):
+    """Wall seconds, peak RSS of the process tree and CPU seconds (user + system, the tree's
+    processes that were waited for: build workers, multiprocessing pools). CPU seconds move less
+    than wall seconds on a shared machine: compare both."""
+    start, cpu = time.time(), _children_cpu_seconds()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = [0]
 
     def sample():
@@ -59,13 +82,15 @@ def timed(cmd, cwd):
     t.join()
     if proc.returncode:
         raise RuntimeError("%s failed:\n%s" % (cmd[:4], err.decode()[-2000:]))
-    return {"seconds": round(time.time() - start, 2), "peak_rss_mb": round(peak[0] / 1024, 1)}
+    return {"seconds": round(time.time() - start, 2), "peak_rss_mb": round(peak[0] / 1024, 1),
+            "cpu_seconds": round(_children_cpu_seconds() - cpu, 2)}
 
 
 def median_of(rounds, run):
     """Runs `run` `rounds` times; the run with the median time, plus every time seen."""
     runs = sorted((run() for _ in range(rounds)), key=lambda r: r["seconds"])
-    return dict(runs[len(runs) // 2], all_seconds=[r["seconds"] for r in runs])
+    return dict(runs[len(runs) // 2], all_seconds=[r["seconds"] for r in runs],
+                all_cpu_seconds=[r["cpu_seconds"] for r in runs])
 
 
 def loader_throughput(data_dir, seconds=10.0):
@@ -111,7 +136,7 @@ def main():
               "--num_workers=%d" % args.workers]
     build = [sys.executable, "-m", "launch.build_data"] + common
     static = ["--mode=static", "--layout=pairs", "--dupe_factor=5"]
-    result = {"machine": "%d cores" % os.cpu_count(), "corpus_mb": round(os.path.getsize(corpus) / 1e6, 2)}
+    result = {"machine": cpu_info(), "corpus_mb": round(os.path.getsize(corpus) / 1e6, 2)}
     result["ours_static"] = median_of(args.rounds, lambda: timed(
         build + static + ["--output_dir=" + os.path.join(tmp, "static")], ROOT))
     result["ours_dynamic"] = median_of(args.rounds, lambda: timed(
@@ -135,6 +160,9 @@ def main():
         g = result["google"]["seconds"]
         result["speedup_static"] = round(g / result["ours_static"]["seconds"], 1)
         result["speedup_dynamic"] = round(g / result["ours_dynamic"]["seconds"], 1)
+        gc = result["google"]["cpu_seconds"]
+        result["cpu_ratio_static"] = round(gc / result["ours_static"]["cpu_seconds"], 1)
+        result["cpu_ratio_dynamic"] = round(gc / result["ours_dynamic"]["cpu_seconds"], 1)
     else:
         result["google"] = "skipped: pass --google_bert_dir=<checkout of google-research/bert>"
     print(json.dumps(result, indent=2))

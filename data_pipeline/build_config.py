@@ -14,7 +14,7 @@ import dataclasses
 import typing
 from typing import Optional
 
-from data_pipeline import sources, tasks
+from data_pipeline import segmenter, sources, tasks
 from data_pipeline.instances import InstanceConfig
 from data_pipeline.masking import MaskingConfig
 
@@ -37,7 +37,7 @@ class BuildConfig:
     mode: str = "dynamic"              # dynamic (loader masks each epoch) | static (Google layout)
     dupe_factor: int = 5               # static only: masked copies of each instance
     lower_case: Optional[bool] = None
-    segmenter: Optional[str] = None    # e.g. "jieba" for Chinese whole-word masking
+    segmenter: Optional[str] = None    # rjieba | jieba | jieba_fast: Chinese whole-word masking
     seed: int = 12345
     num_shards: int = 16
     eval_fraction: float = 0.0         # documents held out for the eval split
@@ -83,6 +83,8 @@ def validate(c: BuildConfig):
                          "--mode at its default)." % c.task.task)
     try:
         sources.parse_inputs(c.source.inputs)
+        if c.segmenter:
+            segmenter.Segmenter(c.segmenter)   # a known name whose package is installed
         c.task.validate(c.instance.seq_len)
         if c.task.task == tasks.MLM:
             c.instance.validate()

@@ -115,56 +115,74 @@ class ChunkProcessor:
         return Tokens(ids, starts), out
 
     def _tokenize_segmented(self, texts):
-        """Like the plain path, with word starts refined by the Chinese word segmenter."""
-        ids, starts = [], []
-        for text, (sentence, offsets) in zip(texts, self.tokenizer.encode_with_offsets(texts)):
-            sentence = np.asarray(sentence, dtype=np.int32)
-            flags = self.word_start_table[sentence]
-            if len(sentence):
-                flags = self.segmenter.refine_word_starts(text, sentence, offsets, flags,
-                                                          self.tokenizer)
-            ids.append(sentence)
-            starts.append(flags)
-        lengths = np.array([len(x) for x in ids], dtype=np.int64)
-        if not ids:
-            return np.zeros(0, np.int32), np.zeros(0, bool), lengths
-        return np.concatenate(ids), np.concatenate(starts), lengths
+        """Like the plain path, with word starts refined by the Chinese word segmenter: a token
+        made from a CJK ideograph that the segmenter put inside a word continues that word. The
+        chunk's texts are segmented together, in one call."""
+        ids, lengths, cjk_at = self.tokenizer.encode_flat_cjk(texts)
+        starts = self.word_start_table[ids]
+        chinese = np.flatnonzero(cjk_at >= 0)
+        if len(chinese):
+            inside = self.segmenter.continuation_flags("\n".join(texts))
+            starts[chinese] &= ~inside[cjk_at[chinese]]
+        return ids, starts, lengths
 
     def _records(self, chunk_index, split, tokens, docs, stats):
         """(framed records of one split of the chunk, shuffled; their count; masked tokens)."""
         s = self.s
         if not docs:
             return b"", 0, 0
-        passes = s.dupe_factor if s.record_format == schema.GOOGLE else 1
-        parts, masked_total = [], 0
-        for dupe in range(passes):
-            rng = random.Random("%d/%d/%d/%s" % (s.seed, chunk_index, dupe, split))
-            layout = make_instances(docs, s.instance, self.specials.cls, self.specials.sep, rng, stats)
-            if not len(layout):
-                continue
-            ids, starts, segments = layout.matrices(tokens, s.instance.seq_len, self.specials.pad)
-            labels = np.array(layout.labels, dtype=np.int64)[:, None]
-            if s.record_format == schema.GOOGLE:
-                columns = self._static_columns(ids, starts, segments, labels, chunk_index, dupe)
-                masked_total += int(columns["masked_lm_weights"].sum())
-            else:
-                columns = {"input_ids": ids, "word_starts": starts}
-                if s.instance.layout == "pairs":
-                    columns.update(segment_ids=segments, next_sentence_labels=labels)
-            parts.append(columns)
-        if not parts:
+        copies = self._copies(chunk_index, split, tokens, docs, stats)
+        ids, starts, segments, labels = (np.concatenate([c[k] for c in copies]) for k in range(4))
+        if not len(ids):
             return b"", 0, 0
-        columns = {f.name: np.concatenate([p[f.name] for p in parts]) for f in self.features}
+        masked_total = 0
+        if s.record_format == schema.GOOGLE:
+            # All copies are masked in one call: copy d is epoch d, its rows example ids from 0.
+            sizes = [len(c[0]) for c in copies]
+            epochs = np.repeat(np.arange(len(copies), dtype=np.int64), sizes)
+            rows = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes])
+            columns = self._static_columns(ids, starts, segments, labels,
+                                           (np.int64(chunk_index) << _CHUNK_BITS) + rows, epochs)
+            masked_total = int(columns["masked_lm_weights"].sum())
+        else:
+            columns = {"input_ids": ids, "word_starts": starts}
+            if s.instance.layout == "pairs":
+                columns.update(segment_ids=segments, next_sentence_labels=labels)
         # Shuffle within the chunk (google-research/bert shuffles all instances in memory; across
         # chunks the loader's file interleave and shuffle buffer do the mixing).
-        order = np.random.default_rng(_seed_words(s.seed, chunk_index, split)).permutation(
-            len(columns["input_ids"]))
-        columns = {k: v[order] for k, v in columns.items()}
+        order = np.random.default_rng(_seed_words(s.seed, chunk_index, split)).permutation(len(ids))
+        columns = {f.name: columns[f.name][order] for f in self.features}
         return tfrecord.encode_framed(columns, self.float_keys), len(order), masked_total
 
-    def _static_columns(self, ids, starts, segments, labels, chunk_index, dupe):
-        example_ids = (np.int64(chunk_index) << _CHUNK_BITS) + np.arange(len(ids), dtype=np.int64)
-        m = masking.mask_np(ids, starts, example_ids, seed=self.s.seed, epoch=dupe,
+    def _copies(self, chunk_index, split, tokens, docs, stats):
+        """[(ids, word starts, segment ids [N, seq_len], labels [N, 1])]: one per masked copy
+        (`dupe_factor` in static mode, else one)."""
+        s = self.s
+        passes = s.dupe_factor if s.record_format == schema.GOOGLE else 1
+        if s.instance.layout != "pack":
+            # Pairs are drawn again for each copy, as google-research/bert does.
+            return [self._instances(chunk_index, dupe, split, tokens, docs, stats)[:4]
+                    for dupe in range(passes)]
+        # Packing draws nothing at random: every copy has the same instances, made once. The
+        # statistics count every copy, as if it had been made again.
+        *made, added = self._instances(chunk_index, 0, split, tokens, docs, stats)
+        for _ in range(passes - 1):
+            _add_stats(stats, added)
+        return [made] * passes
+
+    def _instances(self, chunk_index, dupe, split, tokens, docs, stats):
+        """ids, word starts, segment ids [N, seq_len], labels [N, 1] of one copy of the instances,
+        and what making them added to `stats`."""
+        s = self.s
+        rng = random.Random("%d/%d/%d/%s" % (s.seed, chunk_index, dupe, split))
+        before = dataclasses.astuple(stats)
+        layout = make_instances(docs, s.instance, self.specials.cls, self.specials.sep, rng, stats)
+        added = [now - then for now, then in zip(dataclasses.astuple(stats), before)]
+        ids, starts, segments = layout.matrices(tokens, s.instance.seq_len, self.specials.pad)
+        return ids, starts, segments, np.array(layout.labels, dtype=np.int64).reshape(-1, 1), added
+
+    def _static_columns(self, ids, starts, segments, labels, example_ids, epochs):
+        m = masking.mask_np(ids, starts, example_ids, seed=self.s.seed, epoch=epochs,
                             special_ids=self.specials, replacement_ids=self.replacement_ids,
                             config=self.s.masking)
         real = ids != self.specials.pad
@@ -178,6 +196,11 @@ class ChunkProcessor:
             "masked_lm_weights": m["masked_lm_weights"],
             "next_sentence_labels": labels,
         }
+
+
+def _add_stats(stats: InstanceStats, added):
+    for field, value in zip(dataclasses.fields(stats), added):
+        setattr(stats, field.name, getattr(stats, field.name) + value)
 
 
 def _seed_words(seed, chunk_index, split):

@@ -1,15 +1,12 @@
 """One tokenizer interface over WordPiece `vocab.txt` files and SentencePiece `.model` files.
 
 WordPiece tokenization reproduces google-research/bert's `FullTokenizer` (BasicTokenizer followed by
-WordpieceTokenizer) id for id, in two ways:
-  * text that is pure ASCII (most English) takes a short path: on ASCII, Google's rules reduce to
-    "delete control characters, lower-case, cut into runs of letters and digits and single
-    punctuation characters", one regular expression over a whole batch, and each distinct word is
-    word-pieced once and cached (about 4x faster than HF's full pipeline on one core);
-  * everything else goes through HF `tokenizers` (Rust). A few Unicode corners where the HF
-    normalizer disagrees with Google's character classes are patched with explicit rules (see
-    `_hf_pipeline`).
-The tests check both against a Python statement of Google's rules on English, Chinese, accented,
+WordpieceTokenizer) id for id. `encode*` use the memoised encoders of `google_wordpiece`: a short
+path for pure-ASCII text, and one for any text that applies Google's rules (`google_text`) with this
+Python's `unicodedata`, so ids are Google's on every Python version. `encode_with_offsets`, which
+needs character offsets, goes through HF `tokenizers` (Rust), whose Unicode tables are patched
+where they disagree with Google's rules (`unicode_parity`). The tests check all of them against a
+Python statement of Google's rules on English, Chinese, mixed, full-width, accented,
 punctuation-heavy, control-character and random text, and every assigned code point.
 
 Special tokens ([PAD] [UNK] [CLS] [SEP] [MASK]) are always looked up by name in the vocabulary.
@@ -28,6 +25,9 @@ import re
 from typing import List, Optional, Sequence
 
 import numpy as np
+
+from data_pipeline import google_text
+from data_pipeline.google_wordpiece import AsciiWordPiece, UnicodeWordPiece, decode_cjk
 
 SPECIAL_TOKEN_NAMES = ("pad", "unk", "cls", "sep", "mask")
 
@@ -103,6 +103,24 @@ class Tokenizer(abc.ABC):
     def encode_with_offsets(self, texts: Sequence[str]):
         """Returns, per text, (ids, start character offsets into the text)."""
 
+    def encode_flat_cjk(self, texts: Sequence[str]):
+        """`encode_flat`, plus int64 [T]: for each token that begins with a CJK ideograph
+        (`google_text.is_cjk`), the index of that character in "\\n".join(texts); -1 for the
+        others. Chinese whole-word masking looks these characters up in a word segmenter's output."""
+        texts = list(texts)
+        pairs = self.encode_with_offsets(texts)
+        lengths = np.array([len(ids) for ids, _ in pairs], np.int64)
+        total = int(lengths.sum())
+        ids = np.fromiter(itertools.chain.from_iterable(i for i, _ in pairs), np.int32, count=total)
+        offsets = np.fromiter(itertools.chain.from_iterable(o for _, o in pairs), np.int64, count=total)
+        sizes = np.array([len(t) for t in texts], np.int64)
+        owner = np.repeat(np.arange(len(texts)), lengths)
+        in_text = offsets < sizes[owner]
+        at = (np.cumsum(sizes + 1) - sizes - 1)[owner] + offsets
+        cps = google_text.code_points("\n".join(texts))
+        cjk = in_text & google_text.cjk_mask(cps[np.where(in_text, at, 0)]) if total else in_text
+        return ids, lengths, np.where(cjk, at, -1)
+
     def word_start_table(self) -> np.ndarray:
         """bool[vocab_size]: True where a token begins a new word (not a `##` piece, or a `▁` piece)."""
         return ~self._is_continuation
@@ -137,7 +155,7 @@ class WordPieceTokenizer(Tokenizer):
 
     def __init__(self, vocab_path: str, lower_case: bool = True, strip_accents: Optional[bool] = None,
                  max_input_chars_per_word: int = GOOGLE_MAX_INPUT_CHARS_PER_WORD):
-        from tokenizers import Tokenizer as HFTokenizer, models
+        from tokenizers import models
 
         self.path = vocab_path
         self.lower_case = lower_case
@@ -150,13 +168,10 @@ class WordPieceTokenizer(Tokenizer):
         model = models.WordPiece(self._token_index, unk_token="[UNK]",
                                  continuing_subword_prefix="##",
                                  max_input_chars_per_word=max_input_chars_per_word)
-        hf = HFTokenizer(model)
-        hf.normalizer, hf.pre_tokenizer = _hf_pipeline(lower_case, self.strip_accents,
-                                                       _pick_standin(self.vocab))
-        # No special tokens are registered with HF: like Google's tokenizer, a literal "[MASK]" in raw
-        # text is split as ordinary punctuation + word, so text can never inject control tokens.
-        self._hf = hf
-        self._ascii = _AsciiWordPiece(model, lower_case)
+        self._model = model
+        self._hf = None  # built on first use: only `encode_with_offsets` needs it
+        self._ascii = AsciiWordPiece(model, lower_case)
+        self._unicode = UnicodeWordPiece(model, lower_case, self.strip_accents)
         self._is_continuation = np.array([t.startswith("##") for t in self.vocab], dtype=bool)
 
     def encode_batch(self, texts):
@@ -167,13 +182,32 @@ class WordPieceTokenizer(Tokenizer):
         return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
     def encode_flat(self, texts):
+        flat, lengths = self._encode_marked(list(texts))
+        return decode_cjk(flat)[0], lengths
+
+    def encode_flat_cjk(self, texts):
+        # Google makes every CJK ideograph a token of its own, in text order, so the tokens the
+        # encoder flags are those characters one for one: no offsets needed.
         texts = list(texts)
+        flat, lengths = self._encode_marked(texts)
+        ids, cjk = decode_cjk(flat)
+        at = np.full(len(ids), -1, np.int64)
+        if cjk.any():
+            chars = np.flatnonzero(google_text.cjk_mask(google_text.code_points("\n".join(texts))))
+            if len(chars) != int(cjk.sum()):
+                raise RuntimeError("WordPiece made %d CJK tokens of %d CJK characters; please report "
+                                   "this with the text." % (int(cjk.sum()), len(chars)))
+            at[cjk] = chars
+        return ids, lengths, at
+
+    def _encode_marked(self, texts):
+        """Ids of all texts back to back, CJK tokens as -2 - id (`decode_cjk`); token counts."""
         is_ascii = np.array([t.isascii() for t in texts], dtype=bool)
         if is_ascii.all():
             return self._ascii.encode(texts)
         lengths = np.zeros(len(texts), np.int64)
         parts = []
-        for route, encode in ((is_ascii, self._ascii.encode), (~is_ascii, self._encode_hf)):
+        for route, encode in ((is_ascii, self._ascii.encode), (~is_ascii, self._unicode.encode)):
             which = np.flatnonzero(route)
             if len(which):
                 flat, lengths[which] = encode([texts[i] for i in which])
@@ -187,63 +221,23 @@ class WordPieceTokenizer(Tokenizer):
             out[np.arange(len(flat)) + shift] = flat
         return out, lengths
 
-    def _encode_hf(self, texts):
-        encodings = self._hf.encode_batch_fast(texts, add_special_tokens=False)
-        lengths = np.array([len(e.ids) for e in encodings], np.int64)
-        flat = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int32,
-                           count=int(lengths.sum()))
-        return flat, lengths
-
     def encode_with_offsets(self, texts):
         out = []
-        for e in self._hf.encode_batch(list(texts), add_special_tokens=False):
+        for e in self._hf_tokenizer().encode_batch(list(texts), add_special_tokens=False):
             out.append((e.ids, [s for s, _ in e.offsets]))
         return out
 
+    def _hf_tokenizer(self):
+        if self._hf is None:
+            from tokenizers import Tokenizer as HFTokenizer
 
-class _AsciiWordPiece:
-    """Google's BasicTokenizer + WordpieceTokenizer for pure-ASCII text.
-
-    On ASCII, Google's rules reduce to: delete control characters other than tab, newline and
-    carriage return; lower-case (if asked; there are no accents to strip); a word is a run of
-    letters and digits, and every other printable character is a token of its own (all of them
-    are punctuation to Google). A whole batch is joined and cut by one regular expression; each
-    distinct word is word-pieced once by HF's WordPiece model (with Google's settings) and cached.
-    """
-
-    _WORD = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9 \t\r]")  # "\n" separates the texts
-    _DELETE = {c: None for c in [*range(0x20), 0x7F] if chr(c) not in "\t\n\r"}
-    _MAX_CACHE = 1 << 20  # distinct words kept; beyond that the cache starts over
-    _SEPARATOR = {"\n": [-1]}  # the separator between texts becomes a -1 marker
-
-    def __init__(self, model, lower_case):
-        self._model = model
-        self._lower = lower_case
-        self._cache = dict(self._SEPARATOR)
-
-    def encode(self, texts):
-        """(ids of all texts back to back, int32; each text's token count, int64)."""
-        if not texts:
-            return np.zeros(0, np.int32), np.zeros(0, np.int64)
-        joined = "\n".join(texts)
-        if joined.count("\n") != len(texts) - 1:  # a newline inside a text is whitespace
-            joined = "\n".join(t.replace("\n", " ") for t in texts)
-        joined = joined.translate(self._DELETE)
-        if self._lower:
-            joined = joined.lower()
-        words = self._WORD.findall(joined)
-        if len(self._cache) > self._MAX_CACHE:
-            self._cache = dict(self._SEPARATOR)
-        get, miss = self._cache.get, self._word_pieces
-        pieces = [get(w) or miss(w) for w in words]
-        flat = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int32)
-        separators = np.flatnonzero(flat < 0)
-        lengths = np.diff(np.concatenate([[-1], separators, [len(flat)]])) - 1
-        return flat[flat >= 0], lengths
-
-    def _word_pieces(self, word):
-        ids = self._cache[word] = [t.id for t in self._model.tokenize(word)]
-        return ids
+            hf = HFTokenizer(self._model)
+            hf.normalizer, hf.pre_tokenizer = _hf_pipeline(self.lower_case, self.strip_accents,
+                                                           _pick_standin(self.vocab))
+            # No special tokens are registered with HF: like Google's tokenizer, a literal "[MASK]"
+            # in raw text is split as ordinary punctuation + word, so text cannot inject them.
+            self._hf = hf
+        return self._hf
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -275,13 +269,10 @@ class SentencePieceTokenizer(Tokenizer):
         return self._sp.EncodeAsIds([self._prepare(t) for t in texts])
 
     def encode_with_offsets(self, texts):
-        out = []
-        for t in texts:
-            proto = self._sp.encode(self._prepare(t), return_type="proto")
-            # SentencePiece reports UTF-8 byte offsets; convert them to character offsets.
-            char_at = _byte_to_char_offsets(t)
-            out.append(([p.id for p in proto.pieces], [char_at[p.begin] for p in proto.pieces]))
-        return out
+        # Offsets index the text as given to SentencePiece: lower-cased when `lower_case`, which
+        # moves them only where lower-casing changes a text's length (a few letters, such as 'İ').
+        out = self._sp.encode([self._prepare(t) for t in texts], out_type="offset_mapping")
+        return [(m["ids"], [begin for begin, _ in m["offsets"]]) for m in out]
 
     def _is_control(self, index):
         sp = self._sp
@@ -313,39 +304,12 @@ def _is_sentencepiece(path):
 
 
 def _hf_pipeline(lower_case, strip_accents, standin):
-    """HF normalizer and pre-tokenizer that reproduce Google's BasicTokenizer.
+    """HF normalizer and pre-tokenizer that reproduce Google's BasicTokenizer on the running
+    Python and tokenizers versions (the vocabulary trainer uses them too)."""
+    from data_pipeline import unicode_parity
 
-    HF's BertNormalizer/BertPreTokenizer implement Google's rules, but with Unicode tables of their
-    own version. `_unicode_parity.RULES` (generated by a full scan, re-checked by the tests) lists
-    the code points where they disagree with Google's rules under this Python's `unicodedata`:
-    Google deletes them (C* and, with accent stripping, Mn), splits them off (P*, CJK), or keeps them
-    inside a word. The last kind is mapped to `standin`, a letter absent from the vocabulary, which
-    turns the word into [UNK] exactly as Google's unmatched character does.
-    """
-    from tokenizers import Regex, normalizers, pre_tokenizers
-
-    from data_pipeline._unicode_parity import RULES
-
-    rules = RULES[(bool(lower_case), bool(strip_accents))]
-    fixes = []
-    if rules["delete"]:
-        fixes.append(normalizers.Replace(Regex(_char_class(rules["delete"])), ""))
-    if rules["letter"]:
-        fixes.append(normalizers.Replace(Regex(_char_class(rules["letter"])), standin))
-    normalizer = normalizers.Sequence(fixes + [normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents,
-        lowercase=lower_case)])
-    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    if rules["isolate"]:
-        pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizer, pre_tokenizers.Split(
-            Regex(_char_class(rules["isolate"])), behavior="isolated")])
-    return normalizer, pre_tokenizer
-
-
-def _char_class(ranges):
-    def esc(cp):
-        return "\\x{%x}" % cp
-    return "[" + "".join(esc(a) if a == b else "%s-%s" % (esc(a), esc(b)) for a, b in ranges) + "]"
+    return unicode_parity.hf_pipeline(lower_case, strip_accents, standin,
+                                      unicode_parity.rules(lower_case, strip_accents))
 
 
 def _pick_standin(vocab):
@@ -394,14 +358,6 @@ def _read_vocab_lines(path):
     if not vocab:
         raise VocabError("Vocabulary %s is empty." % path)
     return vocab
-
-
-def _byte_to_char_offsets(text):
-    table = []
-    for i, ch in enumerate(text):
-        table.extend([i] * len(ch.encode("utf-8")))
-    table.append(len(text))
-    return table
 
 
 def _sha256_file(path):

@@ -80,7 +80,8 @@ SHORTCUTS = {
     "dupe_factor": ("dupe_factor", "static: masked copies of every instance."),
     "lower_case": ("lower_case", "Lower-case input (default: True for WordPiece, False for "
                    "SentencePiece)."),
-    "segmenter": ("segmenter", "Word segmenter for Chinese whole-word masking: jieba."),
+    "segmenter": ("segmenter", "Word segmenter for Chinese whole-word masking: rjieba (jieba's "
+                  "words, fast), jieba (the reference) or jieba_fast."),
     "seed": ("seed", "Seed of everything random; same seed, same bytes."),
     "num_shards": ("num_shards", "Train shards (at most one per chunk of documents)."),
     "eval_fraction": ("eval_fraction", "Fraction of documents held out in the eval split."),

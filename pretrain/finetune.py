@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from storage import fs
 from data_pipeline import tokenizer as tokenization
+from data_pipeline.google_text import is_cjk
 from pretrain import google_checkpoint
 from pretrain.google_checkpoint import CheckpointError
 from pretrain.modeling import BertConfig, BertPretrainingModel, attention_bias
@@ -185,7 +186,8 @@ class FinetuneTokenizer:
         text = " ".join(tokens).replace(" ##", "")
         # CJK characters are tokens of their own; they are written without spaces between them.
         return "".join(ch for i, ch in enumerate(text) if not (
-            ch == " " and 0 < i < len(text) - 1 and _is_cjk(text[i - 1]) and _is_cjk(text[i + 1])))
+            ch == " " and 0 < i < len(text) - 1
+            and is_cjk(ord(text[i - 1])) and is_cjk(ord(text[i + 1]))))
 
 
 def load_finetune_tokenizer(vocab_path: str, lower_case: Optional[bool] = None) -> FinetuneTokenizer:
@@ -213,9 +215,3 @@ def _recorded_lower_case(vocab_path):
     if fs.exists(manifest):
         return json.loads(fs.read_bytes(manifest)).get("vocab", {}).get("lower_case")
     return None
-
-
-def _is_cjk(ch):
-    cp = ord(ch)
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)

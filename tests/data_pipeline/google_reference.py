@@ -5,7 +5,9 @@ clean text (drop NUL, U+FFFD and C* characters; Zs and \\t\\n\\r become spaces),
 ideographs, split on whitespace, optionally lower-case and strip accents (NFD, drop Mn), split
 punctuation off (ASCII symbol ranges and Unicode P*), then greedy longest-match WordPiece with `##`
 continuations; a word with an unmatched remainder, or longer than the limit, becomes [UNK].
-Slow on purpose: clarity over speed.
+Slow on purpose: clarity over speed. It is kept apart from the package's own statement of the
+rules (`data_pipeline.google_text`, which the tokenizer's fast paths and the Unicode parity scan
+use) so that the oracle shares no code with what it checks.
 """
 
 import unicodedata

@@ -16,8 +16,10 @@ def _config(corpus_dir, vocab, out, inputs=("en.txt", "zh.txt"), **kw):
     source_kw = kw.pop("source_kw", {})
     inputs = tuple(i if ":" in i or os.path.isabs(i) else str(corpus_dir / i) for i in inputs)
     kw.setdefault("instance", InstanceConfig(seq_len=64))
-    return builder.BuildConfig(output_dir=str(out), vocab=vocab, progress=False, docs_per_chunk=4,
-                               num_shards=3, source=sources.SourceConfig(inputs=inputs, **source_kw), **kw)
+    kw.setdefault("docs_per_chunk", 4)
+    kw.setdefault("num_shards", 3)
+    return builder.BuildConfig(output_dir=str(out), vocab=vocab, progress=False,
+                               source=sources.SourceConfig(inputs=inputs, **source_kw), **kw)
 
 
 def _bytes(out, manifest, split="train"):
@@ -130,17 +132,92 @@ def test_tfds_input(wordpiece_vocab, corpus_dir, tmp_path):
     assert m.splits["train"].examples > 0 and m.stats["documents"] == 12
 
 
+def _records(out, manifest, keys):
+    files = [str(out / f) for f in manifest.splits["train"].files]
+    spec = schema.parse_spec(manifest.features)
+    rows = [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(files)]
+    return {k: np.stack([r[k].numpy() for r in rows]) for k in keys}
+
+
 def test_chinese_whole_word_masking_with_jieba(corpus_dir, wordpiece_vocab, tmp_path):
     m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", inputs=("zh.txt",),
                               segmenter="jieba"))
-    files = [str(tmp_path / "o" / f) for f in m.splits["train"].files]
-    spec = schema.parse_spec(m.features)
-    starts = np.concatenate([tf.io.parse_single_example(r, spec)["word_starts"].numpy()
-                             for r in tf.data.TFRecordDataset(files)])
-    ids = np.concatenate([tf.io.parse_single_example(r, spec)["input_ids"].numpy()
-                          for r in tf.data.TFRecordDataset(files)])
-    real = ids > 4
-    assert 0.3 < starts[real].mean() < 0.9  # words of several characters exist
+    rows = _records(tmp_path / "o", m, ["input_ids", "word_starts"])
+    real = rows["input_ids"] > 4
+    assert 0.3 < rows["word_starts"][real].mean() < 0.9  # words of several characters exist
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+@pytest.mark.parametrize("text", ["sample", "reviews"])
+def test_rjieba_builds_the_bytes_jieba_builds(corpus_dir, wordpiece_vocab, tmp_path, request, mode, text):
+    # The shipped sample, and 2,000 real shopping reviews: the same word starts, so the same shards.
+    inputs = ("zh.txt",)
+    if text == "reviews":
+        reviews = tmp_path / "reviews.jsonl"
+        reviews.write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False)
+                                     for t in request.getfixturevalue("zh_reviews")[:2000]),
+                           encoding="utf-8")
+        inputs = (str(reviews),)
+    shards = {}
+    for name in ("jieba", "rjieba"):
+        m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / name, segmenter=name,
+                                  inputs=inputs, mode=mode, docs_per_chunk=64))
+        shards[name] = _bytes(tmp_path / name, m)
+    assert shards["jieba"] == shards["rjieba"] and any(shards["jieba"])
+
+
+def test_static_copies_are_masked_from_one_segmentation_and_one_packing(
+        corpus_dir, wordpiece_vocab, tmp_path, monkeypatch):
+    # dupe_factor copies cost masking and encoding only: each chunk is segmented once and, packed,
+    # laid out once; the manifest still counts every copy's instances and tokens.
+    from data_pipeline import chunks, segmenter
+    calls = {"words": 0, "instances": 0}
+    words, make = segmenter.Segmenter.words, chunks.make_instances
+
+    def count(key, f):
+        def counted(*args, **kwargs):
+            calls[key] += 1
+            return f(*args, **kwargs)
+        return counted
+    monkeypatch.setattr(segmenter.Segmenter, "words", count("words", words))
+    monkeypatch.setattr(chunks, "make_instances", count("instances", make))
+    one = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "one", inputs=("zh.txt",),
+                                segmenter="rjieba", mode="static", dupe_factor=1, docs_per_chunk=2))
+    seen = dict(calls)
+    five = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "five", inputs=("zh.txt",),
+                                 segmenter="rjieba", mode="static", dupe_factor=5, docs_per_chunk=2))
+    assert calls == {k: 2 * v for k, v in seen.items()} and seen["words"] == 3  # 3 chunks
+    assert five.stats["instances_made"] == 5 * one.stats["instances_made"]
+    assert five.stats["tokens"] == 5 * one.stats["tokens"]
+    assert five.splits["train"].examples == 5 * one.splits["train"].examples
+    rows = _records(tmp_path / "five", five, ["input_mask", "masked_lm_positions"])
+    masks = {m.tobytes() for m in rows["input_mask"]}
+    assert len(masks) <= one.splits["train"].examples  # five copies of the same instances
+    assert len({p.tobytes() for p in rows["masked_lm_positions"]}) > len(masks)  # masked anew
+
+
+def test_dynamic_masks_of_chinese_take_whole_segmenter_words(corpus_dir, wordpiece_vocab, tmp_path):
+    # The loader masks from the word starts the builder stored: a word the segmenter found is
+    # masked entirely or not at all, in every epoch.
+    m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", inputs=("zh.txt",),
+                              segmenter="rjieba", num_shards=1, instance=InstanceConfig(seq_len=128)))
+    rows = _records(tmp_path / "o", m, ["input_ids", "word_starts"])
+    n = len(rows["input_ids"])
+    maskable = rows["input_ids"] > 4
+    word = np.cumsum(rows["word_starts"].astype(bool) & maskable, axis=1)
+    long_words_masked = 0
+    for epoch in range(3):
+        batch = next(iter(loader.make_dataset(str(tmp_path / "o"), batch_size=n, training=False,
+                                              epoch=epoch)))
+        masked = np.zeros_like(maskable)
+        weights = batch["masked_lm_weights"].numpy() > 0
+        for i, positions in enumerate(batch["masked_lm_positions"].numpy()):
+            masked[i, positions[weights[i]]] = True
+            chosen = set(word[i, masked[i]].tolist())
+            in_chosen = maskable[i] & np.isin(word[i], list(chosen))
+            np.testing.assert_array_equal(masked[i], in_chosen)  # whole words, nothing else
+            long_words_masked += sum((word[i][maskable[i]] == w).sum() > 1 for w in chosen)
+    assert long_words_masked > 20
 
 
 def test_loader_batches_and_fresh_masks_per_epoch(corpus_dir, wordpiece_vocab, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from data_pipeline import builder, loader, sample_corpus, sources, tasks
 from data_pipeline.instances import InstanceConfig
-from data_pipeline.manifest import Manifest, ManifestError
+from data_pipeline.manifest import ManifestError
 from data_pipeline.tokenizer import load_tokenizer
 from tests.conftest import mirrored
 

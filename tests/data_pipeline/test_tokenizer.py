@@ -1,13 +1,16 @@
+import logging
+import os
 import random
 import unicodedata
 
 import numpy as np
 import pytest
 
+from data_pipeline import _unicode_parity as shipped
+from data_pipeline import google_text, unicode_parity
 from data_pipeline import tokenizer as tk
 from data_pipeline import vocab
 from tests.data_pipeline import google_reference as ref
-from tests.data_pipeline.unicode_parity_scan import scan
 
 TEXTS = [
     "The quick brown fox jumped over the lazy dog's back, didn't it?",
@@ -18,6 +21,21 @@ TEXTS = [
     "[MASK] [CLS] tokens in raw text are split like any punctuation: [SEP]",
     "\u00a0non-breaking\u2003em-space\u200bzero-width\u00adsoft\ufeffbom\u2028line\u0085nel end",
     "a" * 250 + " " + "supercalifragilisticexpialidocious " * 3,
+]
+
+# Chinese, Chinese mixed with English and numbers, full-width punctuation, letters, digits and
+# spaces, traditional characters, compatibility ideographs (NFD maps them to unified ones), CJK
+# Extension B (split off by Google) and F (not in Google's CJK ranges: a letter to it), kana,
+# Hangul, emoji, and the control and zero-width characters real text carries.
+CHINESE_TEXTS = [
+    "这本书的最大优点在于它的朴实和实用，书里没有什么说教。",
+    "我用iPhone 12 Pro拍的照片，颜色很正！价格￥4,999.00元，ＡＢＣ１２３全角字母。",
+    "【京东】《三体》（刘慈欣）——“好看”、‘推荐’；问：为什么？答：因为…… ～～ ！？｡｢｣",
+    "繁體中文與简体混排，日本語のかなカナ、한국어 텍스트, emoji 😀👍 and Ext-B 𠀀𠀁 Ext-F 𬺰𬺱 compat 豈更",
+    "\u3000全角空格\u3000和\u00a0不换行空格，零宽\u200b字符，控制\x07字符，\ufeffBOM\r\n换行",
+    "Café 中文 naïve Ångström 混合 ﬁ ligature Ⅻ ① ㊀ ㍿ ＡＢＣ abc",
+    "私用区\ue000字符\ue001混在中文里\ue001，\x01控制\n换行",  # the encoders' own marks, in text
+    "",
 ]
 
 
@@ -61,12 +79,116 @@ def test_ascii_short_path_matches_google_reference(wordpiece_vocab, lower):
     assert tok.encode_batch([]) == []
 
 
+@pytest.mark.parametrize("lower", [True, False])
+def test_chinese_mixed_and_full_width_text_matches_google(wordpiece_vocab, lower):
+    # Both ways to tokenize: the memoised path (`encode*`) and HF's patched pipeline, which
+    # `encode_with_offsets` uses; every text alone and all of them in one batch.
+    tok = tk.WordPieceTokenizer(wordpiece_vocab, lower_case=lower)
+    expected = [ref.tokenize_ids(t, tok.vocab, lower_case=lower) for t in CHINESE_TEXTS]
+    assert [tok.encode(t) for t in CHINESE_TEXTS] == expected
+    assert tok.encode_batch(CHINESE_TEXTS + TEXTS)[:len(CHINESE_TEXTS)] == expected
+    assert [ids for ids, _ in tok.encode_with_offsets(CHINESE_TEXTS)] == expected
+
+
+def test_real_chinese_reviews_match_google(zh_reviews, tmp_path):
+    # A vocabulary of the reviews themselves, so that ids are real pieces, not [UNK].
+    texts = zh_reviews[:3000]
+    tok = vocab.build_wordpiece(texts, str(tmp_path / "vocab.txt"), vocab_size=8000)
+    assert tok.encode_batch(texts) == [ref.tokenize_ids(t, tok.vocab) for t in texts]
+
+
 @pytest.mark.parametrize("mode", [(True, True), (False, False)])
 def test_unicode_parity_rules_cover_every_assigned_code_point(mode):
     # Every assigned code point, and a sample of the unassigned ones (Google deletes those too).
     points = [cp for cp in range(0x110000)
               if not 0xD800 <= cp < 0xE000 and (unicodedata.category(chr(cp)) != "Cn" or cp % 97 == 0)]
-    assert scan(*mode, patched=True, code_points=points) == []
+    assert unicode_parity.scan(*mode, patched=shipped.RULES[mode], code_points=points) == []
+
+
+def test_package_statement_of_google_rules_matches_the_oracle():
+    # google_text is what the fast paths and the parity scan build on; the tests' oracle is written
+    # separately. Every CJK decision, every assigned character between two letters, random text.
+    cps = np.arange(0x110000)
+    assert (google_text.cjk_mask(cps) == np.array([ref._is_cjk(int(c)) for c in cps])).all()
+    for cp in range(0x110000):
+        ch = chr(cp)
+        if unicodedata.category(ch) not in ("Cn", "Cs"):
+            for lower in (True, False):
+                assert google_text.basic_tokenize("a%sa" % ch, lower) == ref.basic_tokenize("a%sa" % ch, lower), cp
+    r = random.Random(3)
+    alphabet = [chr(c) for c in range(0x20, 0x3100) if unicodedata.category(chr(c)) != "Cs"]
+    alphabet += list("中文字符的了，。！？") * 30 + [" "] * 200
+    for _ in range(300):
+        text = "".join(r.choice(alphabet) for _ in range(50))
+        for lower, strip in [(True, True), (False, False), (False, True)]:
+            assert google_text.basic_tokenize(text, lower, strip) == ref.basic_tokenize(text, lower, strip)
+
+
+def _cjk_positions_from_offsets(tok, texts):
+    """The straightforward statement of `encode_flat_cjk`'s positions, from per-token offsets."""
+    out, base = [], 0
+    for text, (_, offsets) in zip(texts, tok.encode_with_offsets(texts)):
+        out += [base + o if o < len(text) and ref._is_cjk(ord(text[o])) else -1 for o in offsets]
+        base += len(text) + 1
+    return out
+
+
+def test_cjk_positions_name_the_characters_tokens_come_from(wordpiece_vocab, corpus_dir, tmp_path):
+    # Whole-word masking looks each Chinese token's character up in a segmenter's cut of
+    # "\n".join(texts): WordPiece finds them without offsets, SentencePiece from its offsets.
+    texts = CHINESE_TEXTS + TEXTS + [line.strip() for line in open(corpus_dir / "zh.txt", encoding="utf-8")]
+    wordpiece = tk.WordPieceTokenizer(wordpiece_vocab)
+    spm_texts = [line for line in open(corpus_dir / "zh.txt", encoding="utf-8") if line.strip()] * 5
+    sentencepiece = vocab.build_sentencepiece(spm_texts, str(tmp_path / "sp.model"), vocab_size=300,
+                                              character_coverage=1.0)
+    for tok in (wordpiece, sentencepiece):
+        ids, lengths, at = tok.encode_flat_cjk(texts)
+        assert [a.tolist() for a in np.split(ids, np.cumsum(lengths)[:-1])] == tok.encode_batch(texts)
+        assert at.tolist() == _cjk_positions_from_offsets(tok, texts)
+        joined = "\n".join(texts)
+        assert all(google_text.is_cjk(ord(joined[i])) for i in at[at >= 0])
+    assert (at >= 0).sum() > 100
+
+
+def test_parity_rules_for_other_versions_are_computed_once_and_cached(
+        wordpiece_vocab, monkeypatch, tmp_path, caplog):
+    # A TPU host's Python 3.10 has Unicode 13.0: the shipped rules do not apply there. Simulated
+    # here; on this Python the computed rules must come out equal to the shipped ones.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(unicode_parity, "running_versions",
+                        lambda: ("13.0.0", shipped.TOKENIZERS_VERSION))
+    with caplog.at_level(logging.INFO, logger="data_pipeline.unicode_parity"):
+        tok = tk.WordPieceTokenizer(wordpiece_vocab, lower_case=True)
+        got = [ids for ids, _ in tok.encode_with_offsets(CHINESE_TEXTS + TEXTS)]
+    assert got == [ref.tokenize_ids(t, tok.vocab) for t in CHINESE_TEXTS + TEXTS]
+    assert len(caplog.records) == 1
+    assert "running Unicode 13.0.0" in caplog.text and "shipped for Unicode 14.0.0" in caplog.text
+    cached = os.listdir(unicode_parity.cache_dir())
+    assert [n for n in cached if n.endswith(".json")] == [
+        "unicode-13.0.0_tokenizers-%s_lower-1_strip-1_scan-%d.json"
+        % (shipped.TOKENIZERS_VERSION, unicode_parity.SCAN_VERSION)]
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("scanned again although the rules are cached")
+    monkeypatch.setattr(unicode_parity, "scan", no_scan)
+    caplog.clear()
+    assert unicode_parity.rules(True, True) == shipped.RULES[(True, True)]
+    assert not caplog.records
+
+
+def test_versions_no_patch_can_fix_fail_clearly_and_unwritable_cache_still_works(monkeypatch, tmp_path,
+                                                                              caplog):
+    monkeypatch.setattr(unicode_parity, "running_versions", lambda: ("99.0.0", "9.9.9"))
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # not a directory: nothing cached
+    monkeypatch.setattr(unicode_parity, "scan", lambda *a, **k: [(0x41, "letter")])
+    with pytest.raises(unicode_parity.ParityError,
+                       match=r"tokenizers 9\.9\.9 on Unicode 99\.0\.0 .* 1 code points .*U\+0041"):
+        unicode_parity.rules(True, True)
+    monkeypatch.setattr(unicode_parity, "scan", lambda *a, **k: [])
+    with caplog.at_level(logging.WARNING, logger="data_pipeline.unicode_parity"):
+        assert unicode_parity.rules(False, False) == {"delete": [], "isolate": [], "letter": []}
+    assert "not cached" in caplog.text
 
 
 def test_specials_are_looked_up_by_name(tmp_path):
