@@ -1,5 +1,6 @@
-"""Chinese whole-word masking (RoBERTa-wwm-ext style): jieba word boundaries decide which
-characters are masked together, packed sequences of 512, dynamic masks, from JSON lines
+"""Chinese whole-word masking (RoBERTa-wwm-ext style): jieba's word boundaries decide which
+characters are masked together (cut by rjieba, jieba's algorithm and dictionary in Rust: the same
+words, ~20x faster; --segmenter=jieba for the Python reference), packed sequences of 512, dynamic masks, from JSON lines
 {"text": ...} (one document per line).
 
     python -m launch.build_data --config=configs/data/zh_wwm.py --input=zh.jsonl \
@@ -15,7 +16,7 @@ from configs.data import base
 
 def get_config():
     c = base.get_config()
-    c.segmenter = "jieba"
+    c.segmenter = "rjieba"
     c.source.update(input_format="jsonl", text_field="text")
     c.instance.update(seq_len=512, layout="pack")
     c.masking.update(masked_lm_prob=0.15, max_predictions=77)
