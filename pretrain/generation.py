@@ -44,7 +44,8 @@ import numpy as np
 import tensorflow as tf
 
 from pretrain import decoding
-from pretrain.finetune import APPLICATIONS, BertBackbone, build_transformer_model, export_files, load_tokenizer
+from pretrain.finetune import (APPLICATIONS, backbone_of, build_transformer_model, export_files,
+                               load_tokenizer)
 from pretrain.google_checkpoint import CheckpointError, HEADS, open_reader, resolve
 from pretrain.modeling import BertPretrainingModel
 
@@ -298,12 +299,7 @@ def _network(model, application):
             raise ValueError("A BertPretrainingModel carries no application: pass application='unilm' "
                              "or 'lm'.")
         return model, _checked(application)
-    backbone = model if isinstance(model, BertBackbone) else next(
-        (layer for layer in getattr(model, "layers", []) if isinstance(layer, BertBackbone)), None)
-    if backbone is None:
-        raise ValueError("%r holds no BertBackbone: build the model with "
-                         "pretrain.build_transformer_model(..., application='unilm', with_mlm=True)."
-                         % getattr(model, "name", model))
+    backbone = backbone_of(model)
     if not backbone.with_mlm:
         raise ValueError("The model was built without with_mlm=True, so its MLM head (which predicts "
                          "the tokens) was neither loaded nor checked: rebuild it with with_mlm=True.")
