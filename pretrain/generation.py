@@ -260,6 +260,27 @@ def prefix_ids(tokenizer, text: str, application: str, max_len: Optional[int] = 
     return ids
 
 
+def prefixes(tokenizer, records, application: str, max_len: int, max_positions: int,
+             max_source_len: int = 0, path: str = ""):
+    """`prefix_ids` of every (line number, text) record of the file `path`, checked against the
+    model's positions: a source too long for max_len new tokens is a ValueError naming its line,
+    unless `max_source_len` (tokens of text kept, 0: all) cuts it."""
+    budget = max_positions - max_len
+    if budget < 2:
+        raise ValueError("--max_len=%d leaves no room for a source: the model has %d positions."
+                         % (max_len, max_positions))
+    out = []
+    for line, source in records:
+        ids = prefix_ids(tokenizer, source, application, max_source_len + 2 if max_source_len else None)
+        if len(ids) > budget:
+            raise ValueError(
+                "%s:%d: the source is %d tokens; with --max_len=%d it needs %d positions, but the model "
+                "has max_position_embeddings=%d. Pass --max_source_len=%d to cut sources, or lower "
+                "--max_len." % (path, line, len(ids), max_len, len(ids) + max_len, max_positions, budget - 2))
+        out.append(ids)
+    return out
+
+
 def load_decoder(export_dir: str, application: str = "unilm", **kwargs):
     """(decoder, tokenizer) for an export directory (or a Google release directory).
 
