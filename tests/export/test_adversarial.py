@@ -1,17 +1,22 @@
 """FGM adversarial training: one step of `model.fit` equals the step computed by hand from the
 perturbed embeddings, touches only the batch's tokens, and the example classifier trains with it."""
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch import finetune_classifier
 from pretrain import build_transformer_model
 from pretrain.adversarial import adversarial_training
 from pretrain.finetune import export_files
 from tests.generation.conftest import SMALL, write_export
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EPSILON, LR = 0.7, 0.5
 
 
@@ -62,12 +67,16 @@ def test_bad_settings_are_refused(tmp_path):
         adversarial_training(model, "nothing")
 
 
-def test_the_example_classifier_trains_with_fgm(exported):
-    rows = finetune_classifier.sample_rows()
-    rng = np.random.default_rng(0)
-    rng.shuffle(rows)
-    result = finetune_classifier.finetune(exported, rows[60:], rows[:60], max_len=48, epochs=6,
-                                          learning_rate=1e-3, adversarial_epsilon=0.2, log=lambda t: None)
+def test_the_example_classifier_trains_with_fgm(exported, tmp_path):
+    """launch.finetune_classifier --adversarial_epsilon: FGM on, and the classifier still learns."""
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "-m", "launch.finetune_classifier", "--export=%s" % exported,
+           "--write_sample_csv=%s" % (tmp_path / "sources.csv"), "--epochs=6", "--learning_rate=1e-3",
+           "--max_len=48", "--adversarial_epsilon=0.2", "--metrics_json=%s" % (tmp_path / "result.json")]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "FGM epsilon 0.2" in out.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
     print("classifier with FGM: held-out accuracy %.3f vs majority baseline %.3f"
           % (result["accuracy"], result["baseline"]))
     assert result["adversarial_epsilon"] == 0.2
