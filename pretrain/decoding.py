@@ -92,17 +92,21 @@ class RecomputeStepper:
 
 
 def _scores(logits, t, ends, settings):
-    """Log-probabilities [R, V] at temperature; the end token is barred where it would end a
-    sequence before `min_len` tokens."""
+    """Log-probabilities [R, V] at temperature; with settings["bar_end"] (a Python bool: the ops
+    cost time every step), the end token is barred where it would end a sequence before
+    `min_len` tokens."""
     scores = tf.nn.log_softmax(logits / settings["temperature"], axis=-1)
+    if not settings["bar_end"]:
+        return scores
     would_end = (t + 1 < settings["min_len"]) & (ends + 1 >= settings["min_ends"])      # [R]
     bar = would_end[:, None] & tf.equal(tf.range(tf.shape(scores)[1]), settings["end_id"])[None]
     return tf.where(bar, NEG_INF, scores)
 
 
-def _write(buffer, t, values):
-    """buffer [R, T] with column t set to values [R] (the column holds zeros until then)."""
-    return buffer + tf.one_hot(t, tf.shape(buffer)[1], dtype=buffer.dtype)[None] * values[:, None]
+def _write(buffer, column, values):
+    """buffer [R, T] with the column `column` ([1, T] one-hot) set to values [R] (the column
+    holds zeros until then)."""
+    return buffer + tf.cast(column, buffer.dtype) * values[:, None]
 
 
 def sample_tokens(scores, uniforms, top_k=None, top_p=None):
@@ -194,8 +198,9 @@ def rows_loop(stepper, prefix, group, settings, uniforms=None, filters=(None, No
             token = sample_tokens(scores, uniforms[:, t], *filters)
         live = tf.logical_not(done)
         token = tf.where(live, token, 0)
-        out = _write(out, t, token)
-        logp = _write(logp, t, tf.where(live, tf.gather(scores, token, batch_dims=1), 0.0))
+        column = tf.one_hot(t, max_len)[None]
+        out = _write(out, column, token)
+        logp = _write(logp, column, tf.where(live, tf.gather(scores, token, batch_dims=1), 0.0))
         is_end = live & tf.equal(token, settings["end_id"])
         ends += tf.cast(is_end, tf.int32)
         done |= is_end & (ends >= settings["min_ends"])
@@ -258,13 +263,14 @@ def beam_loop(stepper, prefix, beam_size, settings):
         count = tf.gather(ends, rows) + tf.cast(is_end, tf.int32)
         ending = is_end & (count >= settings["min_ends"]) & (top > NEG_INF)
         norm = top / tf.pow(tf.cast(t + 1, tf.float32), alpha)
-        best = _keep_best(best, tf.where(ending, norm, NEG_INF), rows, token, token_logp, out, logp, t)
+        column = tf.one_hot(t, max_len)[None]
+        best = _keep_best(best, tf.where(ending, norm, NEG_INF), rows, token, token_logp, out, logp, t, column)
         live, pick = tf.math.top_k(tf.where(ending, NEG_INF, top), beam_size)    # [B, G]
         parents = tf.reshape(tf.gather(rows, pick, batch_dims=1), [-1])           # [R]
         new_tokens = tf.reshape(tf.gather(token, pick, batch_dims=1), [-1])
         live = tf.reshape(live, [-1])
-        out = _write(tf.gather(out, parents), t, new_tokens)
-        logp = _write(tf.gather(logp, parents), t, tf.reshape(tf.gather(token_logp, pick, batch_dims=1), [-1]))
+        out = _write(tf.gather(out, parents), column, new_tokens)
+        logp = _write(tf.gather(logp, parents), column, tf.reshape(tf.gather(token_logp, pick, batch_dims=1), [-1]))
         ends = tf.reshape(tf.gather(count, pick, batch_dims=1), [-1])
         state = stepper.reorder(state, parents)
         bound = tf.reduce_max(tf.reshape(live, [inputs, beam_size]), -1)
@@ -291,14 +297,14 @@ def beam_loop(stepper, prefix, beam_size, settings):
             tf.where(finished, best[3], t), finished)
 
 
-def _keep_best(best, candidates, rows, token, token_logp, out, logp, t):
+def _keep_best(best, candidates, rows, token, token_logp, out, logp, t, column):
     """The finished slot of every input after this step's ending candidates [B, 2G]."""
     ids, logps, score, length = best
     pick = tf.argmax(candidates, -1, output_type=tf.int32)                        # [B]
     value = tf.gather(candidates, pick, batch_dims=1)
     better = value > score
     row = tf.gather(rows, pick, batch_dims=1)
-    new_ids = _write(tf.gather(out, row), t, tf.gather(token, pick, batch_dims=1))
-    new_logp = _write(tf.gather(logp, row), t, tf.gather(token_logp, pick, batch_dims=1))
+    new_ids = _write(tf.gather(out, row), column, tf.gather(token, pick, batch_dims=1))
+    new_logp = _write(tf.gather(logp, row), column, tf.gather(token_logp, pick, batch_dims=1))
     return (tf.where(better[:, None], new_ids, ids), tf.where(better[:, None], new_logp, logps),
             tf.where(better, value, score), tf.where(better, t + 1, length))

@@ -179,7 +179,7 @@ class AutoRegressiveDecoder:
         order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i][0]))   # less padding
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
-            batch = self._run((strategy, group, top_k, top_p is not None),
+            batch = self._run((strategy, group, top_k, top_p is not None, min_len > 0),
                               [prefixes[i] for i in chosen], settings, uniforms)
             for i, generations in zip(chosen, batch):
                 results[i] = generations if strategy == "sample" else generations[0]
@@ -224,14 +224,17 @@ class AutoRegressiveDecoder:
         return [generations[b * group:(b + 1) * group] for b in range(real)]
 
     def _function(self, key):
-        """One traced graph per (strategy, rows per input, top_k, top-p on), with unknown batch
-        and length dimensions: nothing retraces per call, batch or prefix length. (The beam and
-        sample counts and top_k are sizes of tensors, fixed in a graph XLA can compile.)"""
+        """One traced graph per (strategy, rows per input, top_k, top-p on, min_len on), with
+        unknown batch and length dimensions: nothing retraces per call, batch or prefix length.
+        (The beam and sample counts and top_k are sizes of tensors, fixed in a graph XLA can
+        compile; filters and the min_len rule cost ops every step, so they are left out of the
+        graph when off.)"""
         if key not in self._functions:
-            strategy, group, top_k, use_p = key
+            strategy, group, top_k, use_p, bar_end = key
 
             def run(ids, segments, lengths, settings, uniforms):
                 prefix, stepper = (ids, segments, lengths), self._stepper()
+                settings = dict(settings, bar_end=bar_end)
                 if strategy == "beam":
                     return decoding.beam_loop(stepper, prefix, group, settings)
                 out, logp, length, done = decoding.rows_loop(

@@ -244,9 +244,9 @@ class TransformerBlock(keras.layers.Layer):
         one_hot, gen_bias, (rows, b, g, p) = slot
         heads, hs = self.heads, self.head_size
         # A single position: [R, H] -> [R, heads, 1, hs] is a reshape, no transpose.
-        k_new, v_new = (tf.reshape(t, [rows, heads, 1, hs]) for t in (self.key(x), self.value(x)))
+        k_new, v_new = (tf.reshape(t, [-1, heads, 1, hs]) for t in (self.key(x), self.value(x)))
         gen_k, gen_v = generated[0] + one_hot * k_new, generated[1] + one_hot * v_new
-        q = tf.reshape(self.query(x), [rows, heads, 1, hs]) * (1.0 / math.sqrt(hs))
+        q = tf.reshape(self.query(x), [-1, heads, 1, hs]) * (1.0 / math.sqrt(hs))
         # Against the prefix, the G rows of a group are G queries of one [B, heads, G, hs] batch.
         q_group = tf.transpose(tf.reshape(q, [b, g, heads, hs]), [0, 2, 1, 3])
         prefix_scores = tf.matmul(q_group, prefix[0], transpose_b=True)          # [B, heads, G, P]
@@ -257,8 +257,8 @@ class TransformerBlock(keras.layers.Layer):
         probs = tf.cast(tf.nn.softmax(scores, axis=-1), x.dtype)
         prefix_probs = tf.transpose(tf.reshape(probs[..., :p], [b, g, heads, p]), [0, 2, 1, 3])
         context = tf.transpose(tf.matmul(prefix_probs, prefix[1]), [0, 2, 1, 3])  # [B, G, heads, hs]
-        context = (tf.reshape(context, [rows, self.config.hidden_size])
-                   + tf.reshape(tf.matmul(probs[..., p:], gen_v), [rows, self.config.hidden_size]))
+        context = (tf.reshape(context, [-1, self.config.hidden_size])
+                   + tf.reshape(tf.matmul(probs[..., p:], gen_v), [-1, self.config.hidden_size]))
         return self._output(x, context, None, False), (gen_k, gen_v)
 
     def _split_heads(self, t):
@@ -402,6 +402,9 @@ class BertPretrainingModel(keras.Model):
     def mlm_logits(self, hidden):
         """Tied-embedding output layer on hidden states [..., H] -> float32 logits [..., V]."""
         h = self.mlm_norm(self._activation(self.mlm_transform(hidden)))
+        if h.shape.rank == 2:   # [N, H] already (decoding): no reshapes
+            return (tf.cast(tf.matmul(h, tf.cast(self.embeddings.word_embeddings, h.dtype), transpose_b=True),
+                            tf.float32) + self.mlm_output_bias)
         # One 2-D matmul over all rows: a [B, n, H] x [V, H] matmul broadcasts the embeddings, and
         # its gradient materialises a [B, V, H] tensor and sums it (a tenth of a small model's step).
         flat = tf.reshape(h, [-1, tf.shape(h)[-1]])
