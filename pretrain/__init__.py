@@ -6,6 +6,9 @@ Public API for fine-tuning (bert4keras's call, Keras 3 models):
     load_tokenizer(vocab_path).encode(first, second, maxlen) -> (token_ids, segment_ids)
     sequence_padding(batch)
 Training: `pretrain.trainer.Trainer`; export: `pretrain.export.export` (`python -m launch.export`).
+Using what was trained: `pretrain.generation.AutoRegressiveDecoder` (UniLM / LM decoding),
+`pretrain.simbert.SimBERT`, `pretrain.seq2seq` (seq2seq fine-tuning), `pretrain.adversarial`
+(FGM) (`python -m launch.generate`, `launch.finetune_seq2seq`).
 """
 
 from pretrain.finetune import build_transformer_model, load_tokenizer, sequence_padding

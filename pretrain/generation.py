@@ -277,9 +277,10 @@ def prefixes(tokenizer, records, application: str, max_len: int, max_positions: 
         ids = prefix_ids(tokenizer, source, application, max_source_len + 2 if max_source_len else None)
         if len(ids) > budget:
             raise ValueError(
-                "%s:%d: the source is %d tokens; with --max_len=%d it needs %d positions, but the model "
-                "has max_position_embeddings=%d. Pass --max_source_len=%d to cut sources, or lower "
-                "--max_len." % (path, line, len(ids), max_len, len(ids) + max_len, max_positions, budget - 2))
+                "%s:%d: the source makes a %d-token prefix; with --max_len=%d that needs %d positions, "
+                "but the model has max_position_embeddings=%d. Pass --max_source_len=%d to cut "
+                "sources, or lower --max_len." % (path, line, len(ids), max_len, len(ids) + max_len,
+                                                  max_positions, budget - 2))
         out.append(ids)
     return out
 

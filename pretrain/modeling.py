@@ -268,7 +268,8 @@ class TransformerBlock(keras.layers.Layer):
 
     def _merge_heads(self, t):
         """[B, heads, L, head_size] -> [B, L, H]."""
-        return tf.reshape(tf.transpose(t, [0, 2, 1, 3]), [tf.shape(t)[0], tf.shape(t)[2], self.config.hidden_size])
+        shape = [tf.shape(t)[0], tf.shape(t)[2], self.config.hidden_size]
+        return tf.reshape(tf.transpose(t, [0, 2, 1, 3]), shape)
 
     def _attention_probs(self, q, k, bias, seed, training):
         scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(self.head_size))

@@ -102,7 +102,8 @@ class SimBERT:
         if candidate_vectors is None:
             candidate_vectors = self.encode(candidates)
         if len(candidate_vectors) != len(candidates):
-            raise ValueError("%d candidate vectors for %d candidates." % (len(candidate_vectors), len(candidates)))
+            raise ValueError("%d candidate vectors for %d candidates."
+                             % (len(candidate_vectors), len(candidates)))
         similarities = candidate_vectors @ self.encode([query])[0]
         order = np.argsort(-similarities, kind="stable")[:k]
         return [(candidates[i], float(similarities[i])) for i in order]

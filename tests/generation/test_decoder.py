@@ -101,7 +101,8 @@ def test_beam_search_returns_the_exhaustive_optimum(models, decoders):
     for prefix in PREFIXES[:3]:
         best, best_score = None, -np.inf
         # One pass per (a, b) gives p(a), p(b | a) and p(c | a, b) for every c.
-        for (a, b), (la, lb, lc) in zip(pairs, reference_logprobs(model, prefix, [p + [0] for p in pairs], "unilm")):
+        logprobs = reference_logprobs(model, prefix, [p + [0] for p in pairs], "unilm")
+        for (a, b), (la, lb, lc) in zip(pairs, logprobs):
             for seq, score in (([a], la[a]), ([a, b], la[a] + lb[b])):
                 if seq[-1] == END and END not in seq[:-1] and score > best_score:
                     best, best_score = seq, score

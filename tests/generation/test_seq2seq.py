@@ -91,9 +91,9 @@ def test_bad_input_lines_are_named(tmp_path, exported):
         common.read_jsonl(str(path), ("text",))
     tokenizer = load_tokenizer(export_files(exported)["vocab"])
     records = [(1, "short"), (4, " ".join(["masking"] * 60))]
-    with pytest.raises(ValueError, match=r"in.jsonl:4: the source is 62 tokens; with --max_len=16 it needs "
-                                         r"78 positions, but the model has max_position_embeddings=64. "
-                                         r"Pass --max_source_len=46"):
+    with pytest.raises(ValueError, match=r"in.jsonl:4: the source makes a 62-token prefix; with --max_len=16 "
+                                         r"that needs 78 positions, but the model has "
+                                         r"max_position_embeddings=64. Pass --max_source_len=46"):
         prefixes(tokenizer, records, "unilm", 16, 64, path="in.jsonl")
     assert [len(p) for p in prefixes(tokenizer, records, "unilm", 16, 64, 46)] == [3, 48]
     assert prefixes(tokenizer, records, "lm", 16, 64, 46)[0] == [
@@ -120,7 +120,8 @@ def test_rows_weight_only_target_tokens(exported):
 
 def test_metrics_count_characters_for_chinese_and_words_for_english():
     assert text_metrics.tokens("The loader, 数据分片!") == ["the", "loader", "数", "据", "分", "片"]
-    perfect = text_metrics.scores(["数据分片", "the loader reads shards"], ["数据分片", "The loader reads shards."])
+    perfect = text_metrics.scores(["数据分片", "the loader reads shards"],
+                                  ["数据分片", "The loader reads shards."])
     assert perfect == {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0, "bleu": 100.0, "pairs": 2}
     half = text_metrics.scores(["数据"], ["数据分片"])
     assert half["rouge1"] == pytest.approx(100 * 2 * 1.0 * 0.5 / 1.5, abs=0.01)   # P 1, R 0.5

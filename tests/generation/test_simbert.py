@@ -9,7 +9,8 @@ from pretrain import build_transformer_model, load_tokenizer
 from pretrain.finetune import export_files
 from pretrain.simbert import SimBERT
 
-TEXTS = [s for doc in sample_corpus.english_documents()[:4] for s in doc][:6] + sample_corpus.chinese_documents()[0][:2]
+TEXTS = ([s for doc in sample_corpus.english_documents()[:4] for s in doc][:6]
+         + sample_corpus.chinese_documents()[0][:2])
 
 
 @pytest.fixture(scope="module")
