@@ -121,7 +121,8 @@ class AutoRegressiveDecoder:
 
     def random_sample(self, inputs, n: int, topk=None, topp=None, states=None, temperature: float = 1.0,
                       min_ends: int = 1, seed: int = 0):
-        """bert4keras's `random_sample`: `n` samples for one input; a list of n id arrays."""
+        """bert4keras's `random_sample`: `n` samples for one input; a list of n id arrays, in
+        sample order (bert4keras lists them in the order they finish)."""
         del states
         example = inputs[0] if len(inputs) == 1 else (inputs[0], inputs[1])
         samples = self.generate([example], "sample", num_samples=n, top_k=topk, top_p=topp,
