@@ -22,6 +22,7 @@ model name and its SIMD flags).
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -170,14 +171,26 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median kept)")
     ap.add_argument("--peer_rounds", type=int, default=1, help="timed rounds of bert4keras")
     args = ap.parse_args()
-    import numpy as np
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    scratch = None if args.export else tempfile.mkdtemp(prefix="bench_generation_")
+    try:
+        result = run(args, args.export or random_export(scratch))
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def run(args, directory):
+    import numpy as np
+    import tensorflow as tf
+
     from pretrain.finetune import export_files
 
-    directory = args.export or random_export(tempfile.mkdtemp(prefix="bench_generation_"))
     files = export_files(directory)
     vocab = json.load(open(files["config"]))["vocab_size"]
     rng = np.random.default_rng(0)   # sources: ids past the usual special tokens, never [PAD]
@@ -200,8 +213,7 @@ def main():
         result["bert4keras_beam4_batch8"] = theirs
     for cell in result["ours"].values():
         cell.pop("outputs")
-    print(json.dumps(result, indent=2))
-    return 0
+    return result
 
 
 if __name__ == "__main__":
