@@ -84,3 +84,36 @@ def parse_flags(program: str, renamed=None):
 
 def _missing(path, error):
     return path.rsplit(".", 1)[-1] in str(error)
+
+
+def read_jsonl(path: str, fields):
+    """[(line number, record)] for every non-blank line of a JSON-lines file.
+
+    A line that is not a JSON object, or whose `fields` are missing or not non-empty strings, is a
+    ValueError that names the file and line and says what was expected."""
+    import json
+
+    if not fs.exists(path):
+        raise ValueError("%s does not exist." % path)
+    records = []
+    for number, line in enumerate(fs.read_bytes(path).decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            raise ValueError("%s:%d: not JSON (%s); each line must be one JSON object." % (path, number, e))
+        if not isinstance(record, dict):
+            raise ValueError("%s:%d: a JSON %s, not an object {\"field\": ...}."
+                             % (path, number, type(record).__name__))
+        for field in fields:
+            if field not in record:
+                raise ValueError("%s:%d: no field %r (the line has %s)."
+                                 % (path, number, field, ", ".join(map(repr, record)) or "no fields"))
+            if not isinstance(record[field], str) or not record[field].strip():
+                raise ValueError("%s:%d: field %r must be a non-empty string, not %r."
+                                 % (path, number, field, record[field]))
+        records.append((number, record))
+    if not records:
+        raise ValueError("%s holds no records." % path)
+    return records

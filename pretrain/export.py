@@ -103,6 +103,48 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
     return manifest
 
 
+def export_model(model, output: str, vocab: str, task: str, source: dict, metrics=None,
+                 settings=None, lower_case=None, log=None) -> dict:
+    """Writes a model trained outside a pretraining run (fine-tuning) as an export, in the layout
+    `export` writes, so that everything that reads exports reads it.
+
+    Args:
+      model: the `BertPretrainingModel` (a `BertBackbone`'s `.bert`).
+      output: a new export directory, local or gs://; one that holds anything is refused.
+      vocab: the vocabulary file the model's inputs were tokenized with.
+      task: what it was trained for ("unilm", "classifier", ...), recorded in the manifest.
+      source: where the weights came from (e.g. {"export": DIR}), recorded as the manifest's source.
+      metrics: {split: {name: value}} to record; settings: the training settings to record.
+      lower_case: the tokenizer's case folding (None: as `load_tokenizer` defaults).
+      log: a function taking one line of text.
+
+    Example:
+      export_model(backbone.bert, "exports/titles/1", "exports/base/vocab.txt", "unilm",
+                   {"export": "exports/base"}, metrics={"eval": {"rouge_l": 0.41}})
+    """
+    if _existing_export(output) is not None:
+        raise ExportError("%s already holds an export. Choose another output directory, or delete "
+                          "it first." % output)
+    try:
+        vocab_info = load_tokenizer(vocab, lower_case=lower_case).describe()
+    except VocabError as e:
+        raise ExportError(str(e))
+    if vocab_info["vocab_size"] != model.config.vocab_size:
+        raise ExportError("The vocabulary %s has %d tokens but the model has vocab_size=%d."
+                          % (vocab, vocab_info["vocab_size"], model.config.vocab_size))
+    values = {name: v.numpy().astype(np.float32) for name, v in google_variables(model).items()}
+    heads = {"mlm": True, "pooler": True, "nsp": bool(model.with_nsp), "pooler_trained": False}
+    staging = _staging_dir(output)
+    try:
+        manifest = _write(staging, values, model.config, vocab_info, heads,
+                          {"task": task, "settings": settings or {}}, source, metrics or {})
+        _publish(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    (log or (lambda text: None))("Exported the %s model to %s (%d variables)." % (task, output, len(values)))
+    return manifest
+
+
 # ---------------------------------------------------------------------------------- the run
 
 def read_run_config(rundir: RunDir) -> dict:

@@ -134,6 +134,21 @@ def build_transformer_model(config_path: str, checkpoint_path: Optional[str] = N
     return keras_model
 
 
+def backbone_of(model) -> BertBackbone:
+    """The `BertBackbone` layer of a Keras model built on `build_transformer_model` (or the layer
+    itself); the underlying network is its `.bert`."""
+    if isinstance(model, BertBackbone):
+        return model
+    for layer in getattr(model, "layers", []):
+        found = layer if isinstance(layer, BertBackbone) else None
+        if found is None and isinstance(layer, keras.Model):
+            found = next((x for x in layer.layers if isinstance(x, BertBackbone)), None)
+        if found is not None:
+            return found
+    raise ValueError("%r holds no BertBackbone: build it on pretrain.build_transformer_model(...)."
+                     % getattr(model, "name", model))
+
+
 def export_files(directory: str) -> dict:
     """{"config", "checkpoint", "vocab"} paths of an export (or of a Google release directory)."""
     checkpoint = google_checkpoint.resolve(directory)
@@ -199,6 +214,11 @@ def load_finetune_tokenizer(vocab_path: str, lower_case: Optional[bool] = None) 
         return FinetuneTokenizer(tokenization.load_tokenizer(vocab_path, lower_case=lower_case))
     except tokenization.VocabError as e:
         raise CheckpointError(str(e))
+
+
+# The names of the first release (README examples and user code still call them).
+Tokenizer = FinetuneTokenizer
+load_tokenizer = load_finetune_tokenizer
 
 
 def sequence_padding(sequences, length: Optional[int] = None, value: int = 0) -> np.ndarray:

@@ -153,11 +153,16 @@ class Embeddings(keras.layers.Layer):
         if self.projection is not None:
             self.projection.build((None, None, e))
 
-    def call(self, input_ids, segment_ids, seed=None, training=False):
-        length = tf.shape(input_ids)[1]
+    def call(self, input_ids, segment_ids, seed=None, training=False, positions=None):
+        """ids [B, L] -> [B, L, H]. `positions` (int, the shape of input_ids, of any rank) places
+        tokens anywhere in the sequence (decoding: one token per row); by default at 0..L-1."""
+        if positions is None:
+            position_embeddings = self.position_embeddings[None, :tf.shape(input_ids)[1]]
+        else:
+            position_embeddings = tf.gather(self.position_embeddings, positions)
         x = (tf.gather(self.word_embeddings, input_ids)
              + tf.gather(self.token_type_embeddings, segment_ids)
-             + self.position_embeddings[None, :length])
+             + position_embeddings)
         x = self.layer_norm(x)
         x = tf.cast(x, self.compute_dtype)
         x = dropout(x, self.config.hidden_dropout_prob, seed, 0, training)
@@ -199,24 +204,83 @@ class TransformerBlock(keras.layers.Layer):
     def call(self, x, bias, seed=None, training=False, queries=None):
         """x [B, L, H] -> [B, L, H]; with `queries` (int [B, Q]), only the outputs at those
         positions, [B, Q, H]: they attend to every position, nothing else is computed."""
-        c = self.config
-        site = 1 + 3 * self.index
-        batch = tf.shape(x)[0]
+        return self._forward(x, bias, seed, training, queries)[0]
 
-        def heads(t):
-            shape = [batch, tf.shape(t)[1], self.heads, self.head_size]
-            return tf.transpose(tf.reshape(t, shape), [0, 2, 1, 3])
+    def prefill(self, x, bias):
+        """Inference over a whole prefix x [B, L, H]: (outputs [B, L, H], (keys, values)), the
+        keys and values [B, heads, L, head_size] that later tokens attend to (see `extend`)."""
+        return self._forward(x, bias, None, False, None)
 
-        k, v = heads(self.key(x)), heads(self.value(x))
+    def _forward(self, x, bias, seed, training, queries):
+        k, v = self.keys_values(x)
         if queries is not None:
             x = tf.gather(x, queries, batch_dims=1)
             bias = tf.gather(bias, queries, axis=2, batch_dims=1)
-        q = heads(self.query(x))
+        probs = self._attention_probs(self._split_heads(self.query(x)), k, bias, seed, training)
+        return self._output(x, self._merge_heads(tf.matmul(probs, v)), seed, training), (k, v)
+
+    def keys_values(self, x):
+        """The keys and values of every position of x [B, L, H]: two [B, heads, L, head_size]."""
+        return self._split_heads(self.key(x)), self._split_heads(self.value(x))
+
+    def extend(self, x, prefix, prefix_bias, generated, slot):
+        """Inference for one new token per row, attending to cached keys and values.
+
+        Rows come in groups of G per prefix (the beams or samples of one input), and the prefix's
+        keys/values are stored once per group, not per row.
+
+        Args:
+          x: [R, H], the new tokens' inputs to this block, R = B * G rows (group by group).
+          prefix: (keys, values) of the prefix from `keys_values`, [B, heads, P, head_size].
+          prefix_bias: [R, 1, 1, P] additive bias, 0 on the prefix positions a row's token sees.
+          generated: (keys, values) of the tokens generated so far, [R, heads, T, head_size]:
+            slot s holds the s-th generated token of the row, unwritten slots are zeros.
+          slot: (one-hot float [1, 1, T, 1] of this token's slot, additive bias [1, 1, 1, T]
+            that shows the token slots up to its own, and the sizes (R, B, G, P)): computed once
+            per step by `BertPretrainingModel.extend`.
+
+        Returns:
+          (outputs [R, H], generated keys/values with this token's slot written).
+        """
+        one_hot, gen_bias, (rows, b, g, p) = slot
+        heads, hs = self.heads, self.head_size
+        # A single position: [R, H] -> [R, heads, 1, hs] is a reshape, no transpose.
+        k_new, v_new = (tf.reshape(t, [-1, heads, 1, hs]) for t in (self.key(x), self.value(x)))
+        gen_k, gen_v = generated[0] + one_hot * k_new, generated[1] + one_hot * v_new
+        q = tf.reshape(self.query(x), [-1, heads, 1, hs]) * (1.0 / math.sqrt(hs))
+        # Against the prefix, the G rows of a group are G queries of one [B, heads, G, hs] batch.
+        q_group = tf.transpose(tf.reshape(q, [b, g, heads, hs]), [0, 2, 1, 3])
+        prefix_scores = tf.matmul(q_group, prefix[0], transpose_b=True)          # [B, heads, G, P]
+        prefix_scores = tf.reshape(tf.transpose(prefix_scores, [0, 2, 1, 3]), [rows, heads, 1, p])
+        gen_scores = tf.matmul(q, gen_k, transpose_b=True)                       # [R, heads, 1, T]
+        scores = tf.concat([tf.cast(prefix_scores, tf.float32) + prefix_bias,
+                            tf.cast(gen_scores, tf.float32) + gen_bias], axis=-1)
+        probs = tf.cast(tf.nn.softmax(scores, axis=-1), x.dtype)
+        prefix_probs = tf.transpose(tf.reshape(probs[..., :p], [b, g, heads, p]), [0, 2, 1, 3])
+        context = tf.transpose(tf.matmul(prefix_probs, prefix[1]), [0, 2, 1, 3])  # [B, G, heads, hs]
+        context = (tf.reshape(context, [-1, self.config.hidden_size])
+                   + tf.reshape(tf.matmul(probs[..., p:], gen_v), [-1, self.config.hidden_size]))
+        return self._output(x, context, None, False), (gen_k, gen_v)
+
+    def _split_heads(self, t):
+        """[B, L, H] -> [B, heads, L, head_size]."""
+        shape = [tf.shape(t)[0], tf.shape(t)[1], self.heads, self.head_size]
+        return tf.transpose(tf.reshape(t, shape), [0, 2, 1, 3])
+
+    def _merge_heads(self, t):
+        """[B, heads, L, head_size] -> [B, L, H]."""
+        shape = [tf.shape(t)[0], tf.shape(t)[2], self.config.hidden_size]
+        return tf.reshape(tf.transpose(t, [0, 2, 1, 3]), shape)
+
+    def _attention_probs(self, q, k, bias, seed, training):
         scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(self.head_size))
         probs = tf.nn.softmax(tf.cast(scores, tf.float32) + bias, axis=-1)
-        probs = dropout(tf.cast(probs, x.dtype), c.attention_probs_dropout_prob, seed, site, training)
-        context = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]),
-                             [batch, tf.shape(x)[1], c.hidden_size])
+        return dropout(tf.cast(probs, q.dtype), self.config.attention_probs_dropout_prob, seed,
+                       1 + 3 * self.index, training)
+
+    def _output(self, x, context, seed, training):
+        """Attention output projection, add & norm, feed-forward, add & norm: [..., H] -> [..., H]."""
+        c, site = self.config, 1 + 3 * self.index
         attended = dropout(self.attention_output(context), c.hidden_dropout_prob, seed, site + 1, training)
         x = tf.cast(self.attention_norm(x + attended), x.dtype)
         ffn = self.output_dense(self.activation(self.intermediate(x)))
@@ -294,9 +358,55 @@ class BertPretrainingModel(keras.Model):
         pooled = self.pooler(x[:, 0])
         return (x if positions is None else x[:, 1:]), pooled
 
+    def prefill(self, input_ids, segment_ids, bias):
+        """Inference over a prefix [B, P] with the attention `bias` of its application (see
+        `attention_bias`): (hidden states [B, P, H], [(keys, values) per block]), the cache that
+        `extend` attends to. The hidden states equal `call`'s."""
+        x = self.embeddings(input_ids, segment_ids)
+        caches = []
+        for block in self.blocks:
+            x, keys_values = block.prefill(x, bias)
+            caches.append(keys_values)
+        return x, caches
+
+    def extend(self, token_ids, segment_ids, positions, prefix_caches, prefix_bias, generated, step):
+        """One decoding step: a new token for each row, G rows per prefix.
+
+        Args:
+          token_ids, segment_ids, positions: int [R], the new tokens and where they sit; R = B * G,
+            the G rows of a prefix consecutive.
+          prefix_caches: `prefill`'s caches [B, ...]; prefix_bias [R, 1, 1, P]: 0 on the prefix
+            positions a row sees (its real ones), -1e9 on padding.
+          generated: per block (keys, values) [R, heads, T, head_size] of the generated tokens,
+            zeros where nothing was written yet.
+          step: int32 scalar, the slot of these tokens in `generated`; they see slots 0..step.
+
+        Returns:
+          (hidden states [R, H], the updated `generated`). With the same tokens, these equal
+          `call` on the whole sequence under the UniLM or causal mask (to float round-off).
+        """
+        x = self.embeddings(token_ids, segment_ids, positions=positions)
+        if not self.blocks:
+            return x, []
+        # What every block needs, computed once per step (a shape op costs as much as an add here).
+        slots = tf.range(tf.shape(generated[0][0])[2])
+        rows, prefix_shape = tf.shape(token_ids)[0], tf.shape(prefix_caches[0][0])
+        sizes = (rows, prefix_shape[0], rows // prefix_shape[0], prefix_shape[2])
+        # Every slot is written once (it holds zeros until then), so adding sets it.
+        slot = (tf.cast(tf.equal(slots, step), x.dtype)[None, None, :, None],
+                tf.where(slots <= step, 0.0, _NEG)[None, None, None, :], sizes)
+        updated = []
+        for block, prefix, cache in zip(self.blocks, prefix_caches, generated):
+            x, cache = block.extend(x, prefix, prefix_bias, cache, slot)
+            updated.append(cache)
+        return x, updated
+
     def mlm_logits(self, hidden):
         """Tied-embedding output layer on hidden states [..., H] -> float32 logits [..., V]."""
         h = self.mlm_norm(self._activation(self.mlm_transform(hidden)))
+        if h.shape.rank == 2:   # [N, H] already (decoding): no reshapes
+            return (tf.cast(tf.matmul(h, tf.cast(self.embeddings.word_embeddings, h.dtype), transpose_b=True),
+                            tf.float32) + self.mlm_output_bias)
         # One 2-D matmul over all rows: a [B, n, H] x [V, H] matmul broadcasts the embeddings, and
         # its gradient materialises a [B, V, H] tensor and sums it (a tenth of a small model's step).
         flat = tf.reshape(h, [-1, tf.shape(h)[-1]])

@@ -71,6 +71,8 @@ def test_tokenizer_encodes_pairs_like_bert4keras(exported):
     assert segments == [0] * (tokens.index("[SEP]") + 1) + [1] * (8 - tokens.index("[SEP]"))
     assert tokenizer.decode(tokenizer.encode("the loader reads shards")[0]) == "the loader reads shards"
     assert tokenizer.decode(tokenizer.encode("数据分片")[0]) == "数据分片"
+    import pretrain   # the first release's names still work
+    assert pretrain.load_tokenizer is pretrain.load_finetune_tokenizer
 
 
 def test_a_finetuned_model_saves_and_loads_with_keras(exported, tmp_path):
