@@ -1,6 +1,6 @@
 r"""The Beam engine next to the local builder, on the data benchmark's corpus (JSON on stdout).
 
-    python benchmarks/beam_build.py [--corpus=../shared/corpora] [--rounds=3]
+    python -m benchmarks.beam_build [--corpus=../shared/corpora] [--rounds=3]
 
 Builds the same 4.5 MB of English (WikiText-2 valid + tinyshakespeare, twice) in static (Google
 layout, dupe 5) and dynamic mode with: the local builder (2 worker processes); Beam's
@@ -10,17 +10,29 @@ peak RSS of the whole process tree and of the largest single process (a Beam wor
 runner), the Beam/local ratio (target <= 3x) and 1 -> 2 worker scaling, and checks that every
 Beam build wrote the local builder's bytes. Skips (exit 0) when the corpora are absent.
 
-What it means for Dataflow (an estimate from these figures, not a Dataflow measurement): a Beam
-worker process here builds about `mb_per_s_per_worker` MB of raw text per second (static mode
-with dupe_factor 5 is the slow case, dynamic ~2x faster). A Dataflow worker of 4 vCPUs runs 4
-such processes, so ~4x that; at the 0.6 MB/s per process measured on the 2-core AVX-512 EPYC
-below in static mode, a 100 GB corpus is 100,000 / 2.4 = ~42,000 worker-seconds: about 12
-worker-hours of n1-standard-4 (4 vCPU, 15 GB). At Dataflow's list prices for batch in
-us-central1 (about $0.056 per vCPU-hour and $0.0036 per GB-hour of memory, plus ~$0.011 per GB of
-shuffled data), that is about 12 x (4 x 0.056 + 15 x 0.0036) = ~$3.3 of workers, plus shuffle of
-roughly the corpus size twice (documents to chunks, in the count and build passes): ~$2-3. Worker
-start-up (installing requirements.txt, TensorFlow included, unless a custom worker image is
-used) adds a few minutes per worker. Verify prices on cloud.google.com/dataflow/pricing.
+`runner_fixed_seconds` is what any build on this runner pays before reading a byte (Python with
+Beam imported, an empty pipeline's worker processes started and stopped): 4.6 s on the machine
+below, more than the local builder's whole dynamic build of this corpus (0.9 s), so the dynamic
+ratio is set by it here; the `_corpus_x4` rows show the ratios with it spread over 4x the text.
+
+Measured 2026-12-01, 2-core AMD EPYC (AVX-512, avx512_bf16; NumPy float32 matmul 180 GFLOP/s),
+quiet machine, median of 3:
+
+| mode | local, 2 workers | Beam DirectRunner, 2 workers | ratio | 1 -> 2 workers | FnApiRunner | 4x corpus: ratio, largest process |
+|---|---|---|---|---|---|---|
+| static (pairs, dupe 5) | 3.32 s | 9.19 s | 2.77x | 10.86 -> 9.19 s | 8.45 s | 1.74x, 424 MB |
+| dynamic | 0.86 s | 6.86 s | 7.98x | 6.11 -> 6.86 s | 3.28 s | 3.01x, 433 MB |
+
+What it means for Dataflow (computed from these figures, not a Dataflow measurement): a worker
+process builds `mb_per_s_per_worker` MB of raw text per second once started (0.57 MB/s static,
+2.6 MB/s dynamic here). An n1-standard-4 worker runs 4 processes on 4 vCPUs, which are
+hyperthreads: 2-4x a process's rate. A 100 GB corpus is then 100,000 / 0.57 / (2 to 4) = 12-24
+worker-hours in static mode (2.7-5.3 dynamic); at Dataflow's list prices for batch in us-central1
+(about $0.056 per vCPU-hour and $0.0036 per GB-hour of memory: $0.28 per n1-standard-4 hour),
+$3-7 of workers (dynamic $0.8-1.5), plus about $1 of shuffle (the documents cross one shuffle, to
+their chunks, at ~$0.011 per GB). Worker start-up (installing requirements.txt, TensorFlow
+included, unless a custom worker image is used) adds a few minutes per worker. Verify prices on
+cloud.google.com/dataflow/pricing.
 """
 
 import argparse
@@ -30,61 +42,20 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
-import time
+
+from benchmarks.measure import describe_machine, median_of, timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUIET = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+EMPTY_PIPELINE = """
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+options = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=multi_processing",
+                           "--direct_num_workers=%d"])
+with beam.Pipeline(options=options) as p:
+    p | beam.Create([1]) | beam.Map(lambda x: x)
+"""
 DIRECT = "--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=%d"
-
-
-def _rss_kb(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-    except (OSError, StopIteration):
-        return 0
-
-
-def _tree(pid):
-    out, stack = [], [pid]
-    while stack:
-        p = stack.pop()
-        out.append(p)
-        try:
-            with open("/proc/%d/task/%d/children" % (p, p)) as f:
-                stack.extend(int(c) for c in f.read().split())
-        except OSError:
-            pass
-    return out
-
-
-def timed(cmd):
-    """Wall seconds, peak RSS of the process tree, and of its largest single process."""
-    start = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    peak, single = [0], {}
-
-    def sample():
-        while proc.poll() is None:
-            sizes = {p: _rss_kb(p) for p in _tree(proc.pid)}
-            peak[0] = max(peak[0], sum(sizes.values()))
-            for p, kb in sizes.items():
-                single[p] = max(single.get(p, 0), kb)
-            time.sleep(0.05)
-    thread = threading.Thread(target=sample)
-    thread.start()
-    _, err = proc.communicate()
-    thread.join()
-    if proc.returncode:
-        raise RuntimeError("%s failed:\n%s" % (" ".join(cmd[:6]), err.decode()[-2000:]))
-    return {"seconds": round(time.time() - start, 2), "peak_rss_mb": round(peak[0] / 1024, 1),
-            "largest_process_mb": round(max(single.values(), default=0) / 1024, 1)}
-
-
-def median_of(rounds, run):
-    runs = sorted((run() for _ in range(rounds)), key=lambda r: r["seconds"])
-    return dict(runs[len(runs) // 2], all_seconds=[r["seconds"] for r in runs])
 
 
 def shard_hashes(directory):
@@ -114,11 +85,12 @@ def main():
     vocab = os.path.join(tmp, "vocab.txt")
     subprocess.run([sys.executable, "-m", "launch.build_vocab", "--input=" + corpus, "--output=" + vocab,
                     "--vocab_size=16000"], cwd=ROOT, check=True, capture_output=True)
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
-    flags = [f for f in ("avx2", "avx512f", "avx512_bf16") if f in lscpu]
-    result = {"machine": {"cpu": model, "cores": os.cpu_count(), "flags": flags},
+    result = {"machine": describe_machine(),
               "corpus_mb": round(os.path.getsize(corpus) / 1e6, 2)}
+    # What any build on this runner pays before reading a byte: Python with Beam imported, and an
+    # empty pipeline's worker processes started and stopped.
+    result["runner_fixed_seconds"] = median_of(args.rounds, lambda: timed(
+        [sys.executable, "-c", EMPTY_PIPELINE % 2], ROOT, QUIET))["seconds"]
     modes = {"static": ["--mode=static", "--layout=pairs", "--dupe_factor=5"], "dynamic": []}
     for mode, extra in modes.items():
         base = [sys.executable, "-m", "launch.build_data", "--vocab=" + vocab, "--seq_len=128",
@@ -126,7 +98,7 @@ def main():
 
         def run(name, engine, inputs=corpus):
             out = os.path.join(tmp, "%s_%s" % (mode, name))
-            return timed(base + ["--input=" + inputs, "--output_dir=" + out] + engine), out
+            return timed(base + ["--input=" + inputs, "--output_dir=" + out] + engine, ROOT, QUIET), out
 
         local, local_dir = run("local", ["--num_workers=2"])
         rows = {"local_2_workers": median_of(args.rounds, lambda: run("local", ["--num_workers=2"])[0])}
@@ -136,13 +108,20 @@ def main():
             rows[name] = median_of(args.rounds, lambda: run(name, engine)[0])
             rows[name]["same_bytes_as_local"] = shard_hashes(os.path.join(tmp, "%s_%s" % (mode, name))) \
                 == shard_hashes(local_dir)
-        rows["beam_direct_2_workers_corpus_x%d" % args.scale] = dict(
-            run("big", ["--engine=beam", "--beam_options=" + DIRECT % 2], big)[0],
-            corpus_mb=round(os.path.getsize(big) / 1e6, 2))
+        big_mb = round(os.path.getsize(big) / 1e6, 2)
+        big_key = "_corpus_x%d" % args.scale
+        rows["beam_direct_2_workers" + big_key] = dict(
+            run("big", ["--engine=beam", "--beam_options=" + DIRECT % 2], big)[0], corpus_mb=big_mb)
+        rows["local_2_workers" + big_key] = dict(run("big_local", ["--num_workers=2"], big)[0],
+                                                 corpus_mb=big_mb)
         two, one = rows["beam_direct_2_workers"]["seconds"], rows["beam_direct_1_worker"]["seconds"]
         rows["beam_over_local"] = round(two / rows["local_2_workers"]["seconds"], 2)
+        rows["beam_over_local" + big_key] = round(rows["beam_direct_2_workers" + big_key]["seconds"]
+                                                  / rows["local_2_workers" + big_key]["seconds"], 2)
         rows["beam_1_to_2_workers_speedup"] = round(one / two, 2)
-        rows["mb_per_s_per_worker"] = round(result["corpus_mb"] / two / 2, 3)
+        # Raw text per second per worker process, the runner's fixed start-up left out.
+        work = rows["beam_direct_2_workers" + big_key]["seconds"] - result["runner_fixed_seconds"]
+        rows["mb_per_s_per_worker"] = round(big_mb / work / 2, 3)
         result[mode] = rows
     print(json.dumps(result, indent=2))
     return 0

@@ -1,6 +1,6 @@
 r"""Side-by-side benchmark of the data builder against google-research/bert, and loader throughput.
 
-    python benchmarks/data_pipeline.py --google_bert_dir=/path/to/google-research-bert \
+    python -m benchmarks.data_pipeline --google_bert_dir=/path/to/google-research-bert \
         [--corpus=../shared/corpora] [--repeat=2] [--workers=2]
 
 Builds one English corpus (WikiText-2 valid + tinyshakespeare, concatenated `--repeat` times) and a
@@ -18,79 +18,15 @@ Skips (exit 0, with a reason) when the corpora or the peer checkout are absent.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
-import time
+
+from benchmarks.measure import describe_machine, median_of, timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SHIM = ("import sys\nimport tensorflow.compat.v1 as tf\nsys.modules['tensorflow'] = tf\n"
          "sys.path.insert(0, sys.argv.pop(1))\nimport create_pretraining_data as c\ntf.app.run(c.main)\n")
-
-
-def _tree_rss_kb(pid):
-    """Resident memory of a process and all its descendants, in KB (Linux /proc)."""
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            with open("/proc/%d/status" % p) as f:
-                total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
-            with open("/proc/%d/task/%d/children" % (p, p)) as f:
-                stack.extend(int(c) for c in f.read().split())
-        except (OSError, StopIteration):
-            pass
-    return total
-
-
-def cpu_info():
-    """The CPU the figures were measured on: model, cores and the vector extensions that matter."""
-    info = {"cores": os.cpu_count()}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return info
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    info["model"] = fields.get("Model name", "").strip()
-    info["flags"] = sorted(f for f in flags if f.startswith(("avx", "sse4", "fma", "amx")))
-    return info
-
-
-def _children_cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def timed(cmd, cwd, env=None):
-    """Wall seconds, peak RSS of the process tree and CPU seconds (user + system, the tree's
-    processes that were waited for: build workers, multiprocessing pools). CPU seconds move less
-    than wall seconds on a shared machine: compare both."""
-    start, cpu = time.time(), _children_cpu_seconds()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = [0]
-
-    def sample():
-        while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_rss_kb(proc.pid))
-            time.sleep(0.05)
-    t = threading.Thread(target=sample)
-    t.start()
-    _, err = proc.communicate()
-    t.join()
-    if proc.returncode:
-        raise RuntimeError("%s failed:\n%s" % (cmd[:4], err.decode()[-2000:]))
-    return {"seconds": round(time.time() - start, 2), "peak_rss_mb": round(peak[0] / 1024, 1),
-            "cpu_seconds": round(_children_cpu_seconds() - cpu, 2)}
-
-
-def median_of(rounds, run):
-    """Runs `run` `rounds` times; the run with the median time, plus every time seen."""
-    runs = sorted((run() for _ in range(rounds)), key=lambda r: r["seconds"])
-    return dict(runs[len(runs) // 2], all_seconds=[r["seconds"] for r in runs],
-                all_cpu_seconds=[r["cpu_seconds"] for r in runs])
 
 
 def loader_throughput(data_dir, seconds=10.0):
@@ -136,7 +72,7 @@ def main():
               "--num_workers=%d" % args.workers]
     build = [sys.executable, "-m", "launch.build_data"] + common
     static = ["--mode=static", "--layout=pairs", "--dupe_factor=5"]
-    result = {"machine": cpu_info(), "corpus_mb": round(os.path.getsize(corpus) / 1e6, 2)}
+    result = {"machine": describe_machine(), "corpus_mb": round(os.path.getsize(corpus) / 1e6, 2)}
     result["ours_static"] = median_of(args.rounds, lambda: timed(
         build + static + ["--output_dir=" + os.path.join(tmp, "static")], ROOT))
     result["ours_dynamic"] = median_of(args.rounds, lambda: timed(

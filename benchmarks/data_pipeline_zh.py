@@ -31,7 +31,8 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks.data_pipeline import ROOT, cpu_info, median_of, timed
+from benchmarks.data_pipeline import ROOT
+from benchmarks.measure import describe_machine, median_of, timed
 from data_pipeline.segmenter import SEGMENTERS
 
 # The roberta branch of bert4keras's pretraining/data_utils.py __main__, with its hard-coded paths,
@@ -159,7 +160,7 @@ def main():
     vocab = os.path.join(tmp, "vocab.txt")
     subprocess.run([sys.executable, "-m", "launch.build_vocab", "--input=" + corpus, "--output=" + vocab,
                     "--vocab_size=21128"], cwd=ROOT, check=True, capture_output=True)
-    result = {"machine": cpu_info(), "corpus_mb": round(os.path.getsize(corpus) / 1e6, 2),
+    result = {"machine": describe_machine(), "corpus_mb": round(os.path.getsize(corpus) / 1e6, 2),
               "documents": documents, "workers": args.workers, "seq_len": 512}
 
     common = [sys.executable, "-m", "launch.build_data", "--input=" + corpus, "--vocab=" + vocab,

@@ -28,6 +28,8 @@ import time
 
 from absl import app, flags
 
+from benchmarks.measure import describe_machine
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "recompute", ["recompute", "accumulation"], "What to measure.")
 flags.DEFINE_integer("steps", 6, "Timed updates per measurement (after one warm-up call).")
@@ -142,7 +144,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = FLAGS.data_dir or build_data(tmp, seq_len)
         result = recompute(data_dir) if FLAGS.mode == "recompute" else accumulation(data_dir)
-    print(json.dumps(dict(mode=FLAGS.mode, cpus=os.cpu_count(), **result), indent=2))
+    print(json.dumps(dict(mode=FLAGS.mode, machine=describe_machine(), **result), indent=2))
 
 
 if __name__ == "__main__":

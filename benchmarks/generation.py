@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from benchmarks.measure import describe_machine
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_LEN, NEW_TOKENS = 64, 64
 QUICKSTART_SHAPE = dict(vocab_size=3000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
@@ -68,18 +70,6 @@ import keras   # bert4keras made this name tf.keras
 print(json.dumps({"seconds": times, "outputs": outputs, "tensorflow": tf.__version__,
                   "keras": getattr(keras, "__version__", "tf.keras of TensorFlow " + tf.__version__)}))
 '''
-
-
-def cpu_info():
-    """lscpu's model name and the SIMD flags that decide matmul speed."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {"model_name": "unknown (no lscpu)"}
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    return {"model_name": fields.get("Model name", "").strip(), "cores": os.cpu_count(),
-            "simd_flags": sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))}
 
 
 def random_export(directory, seed=0):
@@ -195,7 +185,7 @@ def run(args, directory):
     vocab = json.load(open(files["config"]))["vocab_size"]
     rng = np.random.default_rng(0)   # sources: ids past the usual special tokens, never [PAD]
     sources = [[int(i) for i in rng.integers(5, vocab, SOURCE_LEN)] for _ in range(8)]
-    result = {"cpu": cpu_info(), "threads": args.threads, "model": directory if args.export else
+    result = {"machine": describe_machine(), "threads": args.threads, "model": directory if args.export else
               dict(QUICKSTART_SHAPE, weights="random"), "tensorflow": tf.__version__,
               "source_tokens": SOURCE_LEN, "new_tokens": NEW_TOKENS}
     result["ours"] = ours(files, sources, args.rounds)

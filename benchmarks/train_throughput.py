@@ -16,6 +16,8 @@ import time
 
 from absl import app, flags
 
+from benchmarks.measure import describe_machine
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 10, "Timed steps per round (after 5 warm-up steps).")
 flags.DEFINE_integer("threads", 2, "Intra-op threads for both frameworks.")
@@ -117,7 +119,8 @@ def _timed_rounds(steps):
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    result = {"shapes": dict(vocab=V, hidden=H, layers=LAYERS, heads=HEADS, seq=L, batch=B),
+    result = {"machine": describe_machine(),
+              "shapes": dict(vocab=V, hidden=H, layers=LAYERS, heads=HEADS, seq=L, batch=B),
               "threads": FLAGS.threads, "jit_compile": FLAGS.jit_compile,
               "precision": FLAGS.precision}
     result.update(_timed_rounds({"ours": ours(), "hf_torch_bert_for_masked_lm": peer()}))

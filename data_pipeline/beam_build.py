@@ -4,20 +4,23 @@ from one laptop (FnApiRunner, DirectRunner) to a Dataflow fleet.
     build(BuildConfig(..., engine="beam", beam_options="--runner=FnApiRunner"))
 
 Only the orchestration is Beam's; reading, tokenization, instances, masking and TFRecord encoding
-are the local builder's own code. Two pipelines, as the local builder makes two passes:
+are the local builder's own code. One pipeline (a runner's start-up is paid once: ~3 s for the
+multi-processing DirectRunner here), in two passes over the files, as the local builder makes:
   1. count: every input file is read by one worker (a file is never split, so documents keep
      their boundaries): its items, its read statistics, and (with --dedup) the normalised-text
-     key of every item, grouped across files to find the duplicates. The launcher then checks the
-     statistics (bad records, bad lines) exactly as the local builder does, before anything is
-     written, and plans the chunks and shards from the counts.
+     key of every item, grouped across files to find the duplicates. One step then checks the
+     statistics (bad records, bad lines) exactly as the local builder does, and plans the chunks
+     and shards from the counts: the layout, a side input of the second pass.
   2. build: every file is read again and its stream entries (mixing.entries_of) numbered
-     globally; entries are grouped into chunks of docs_per_chunk; each chunk goes through the
-     ChunkProcessor (loaded once per worker, in DoFn.setup) and its split's bytes are written to
-     a temporary file; each shard then concatenates its chunks, in order, through the same
+     globally, in runs of consecutive entries per chunk (a few shuffled elements per chunk, not
+     one per document); runs are grouped into chunks of docs_per_chunk; each chunk goes through
+     the ChunkProcessor (loaded once per worker, in DoFn.setup) and its split's bytes are written
+     to a temporary file; each shard then concatenates its chunks, in order, through the same
      RecordFile (gzip included) into a temporary shard, with its size and CRC32C.
 The launcher moves the shards into place and writes manifest.json last. A failed pipeline leaves
 no manifest and no shard; re-running the same command builds again, or does nothing when the
-build is complete; a directory holding another build is refused, as with the local engine.
+build is complete; a directory holding another build is refused before the pipeline starts, as
+with the local engine.
 
 Memory per worker: one chunk of documents, or one chunk's bytes, at a time. (The local runners
 keep what a GroupByKey shuffles in the launching process; Dataflow's shuffle service does not.)
@@ -87,27 +90,23 @@ def _build(c: BuildConfig, options):
         raise BuildError(str(e))
     started = time.time()
     mix = steps.resolve_sources(c)
+    fingerprint = steps.fingerprint(c, mix.all_paths, processor.tokenizer.checksum())
+    state = steps.prepare_output(c, fingerprint, None)   # the plan comes from the pipeline
+    if state is None:
+        manifest = Manifest.load(c.output_dir)
+        steps.log("Nothing to do: %s already holds this build (%d train examples)."
+                  % (c.output_dir, manifest.splits["train"].examples), c)
+        return manifest
+    created = not state["done"]   # a fresh state file: this run's, removed if it fails
     temp = fs.join(c.output_dir, ".beam-work")
     fs.remove(temp)                            # what a killed launcher left
     try:
-        counted, stats = _count(c, mix, options, temp)
-        steps.check_read_stats(c, stats)
-        total = mixing.stream_length(mix, counted)
-        if total == 0:
-            raise BuildError("The inputs hold no documents: %s" % ", ".join(mix.all_paths))
-        fingerprint = steps.fingerprint(c, mix.all_paths, processor.tokenizer.checksum())
-        plan = steps.plan(c, total)
-        state = steps.prepare_output(c, fingerprint, plan)
-        if state is None:
-            manifest = Manifest.load(c.output_dir)
-            steps.log("Nothing to do: %s already holds this build (%d train examples)."
-                         % (c.output_dir, manifest.splits["train"].examples), c)
-            return manifest
-        created = not state["done"]   # a fresh state file: this run's, removed if it fails
-        results, metrics = _write(c, settings, mix, counted, plan, options, temp)
+        layout, results, metrics = _pipeline(c, settings, mix, options, temp)
+        counted, stats, plan = layout.counted, layout.stats, layout.plan
+        state["plan"] = plan
         _publish(c, plan, state, results)
     except BaseException:
-        if locals().get("created"):
+        if created:
             fs.remove(fs.join(c.output_dir, steps.STATE_FILE))
         raise
     finally:
@@ -170,33 +169,51 @@ def _duplicates(group):
         yield path_index, item_index
 
 
-def _count(c, mix, options, temp):
-    out = fs.join(temp, "count")
-    fs.makedirs(out)
-    pipeline = beam.Pipeline(options=options)
-    files = pipeline | "Files" >> beam.Create(list(enumerate(mix.all_paths)))
-    counted = files | "Count" >> beam.FlatMap(_CountFile(c, mix.dedup)).with_outputs("keys", main="files")
-    (counted.files | "OneList" >> beam.combiners.ToList()
-     | "WriteCounts" >> beam.Map(lambda rows: fs.write_bytes_atomic(
-         fs.join(out, "files.json"), json.dumps(sorted(rows)).encode())))
-    if mix.dedup:
-        (counted.keys | "ByKey" >> beam.GroupByKey() | "Duplicates" >> beam.FlatMap(_duplicates)
-         | "ByFile" >> beam.GroupByKey()
-         | "WriteDuplicates" >> beam.Map(lambda kv: fs.write_bytes_atomic(
-             fs.join(out, "duplicates-%d.json" % kv[0]), json.dumps(sorted(kv[1])).encode())))
-    _run(pipeline, "count")
-    rows = json.loads(fs.read_bytes(fs.join(out, "files.json")))
-    items = [n for _, n, _ in rows]
-    stats = _merge_stats([s for _, _, s in rows])
-    keep = None
-    if mix.dedup:
-        keep = np.ones(sum(items), bool)
-        starts = np.cumsum([0] + items[:-1])
-        for index in range(len(items)):
-            path = fs.join(out, "duplicates-%d.json" % index)
-            if fs.exists(path):
-                keep[starts[index] + np.asarray(json.loads(fs.read_bytes(path)), np.int64)] = False
-    return mixing.Counted(items, keep), stats
+class Layout:
+    """What the count pass learns and plans: items per file (and those dedup drops), the merged
+    read statistics, and the plan of chunks and shards. Made once, in the pipeline, from the
+    files' counts; a side input of the build pass, and written to a file for the launcher."""
+
+    def __init__(self, c, mix, counted, stats):
+        self.counted, self.stats = counted, stats
+        total = mixing.stream_length(mix, counted)
+        per_path = mixing.entries_per_path(mix, counted)
+        self.first_entry = np.concatenate([[0], np.cumsum(per_path)[:-1]]).astype(np.int64).tolist()
+        self.plan = steps.plan(c, total)
+        self.total = total
+
+    @classmethod
+    def of_counts(cls, c, mix, rows, duplicates):
+        """rows: (file index, items, read statistics) per file; duplicates: (file index, item
+        index) of every item dedup drops. Raises BuildError as the local builder would."""
+        rows = sorted(rows)
+        items = [n for _, n, _ in rows]
+        stats = _merge_stats([s for _, _, s in rows])
+        steps.check_read_stats(c, stats)
+        keep = None
+        if mix.dedup:
+            keep = np.ones(sum(items), bool)
+            starts = np.cumsum([0] + items[:-1]).astype(np.int64)
+            for path_index, item_index in duplicates:
+                keep[starts[path_index] + item_index] = False
+        layout = cls(c, mix, mixing.Counted(items, keep), stats)
+        if layout.total == 0:
+            raise BuildError("The inputs hold no documents: %s" % ", ".join(mix.all_paths))
+        return layout
+
+    def to_json(self):
+        keep = self.counted.keep
+        return json.dumps({"items": self.counted.items_per_path, "stats": _stats_dict(self.stats),
+                           "dropped": None if keep is None else np.flatnonzero(~keep).tolist()})
+
+    @classmethod
+    def from_json(cls, c, mix, text):
+        d = json.loads(text)
+        keep = None
+        if d["dropped"] is not None:
+            keep = np.ones(sum(d["items"]), bool)
+            keep[np.asarray(d["dropped"], np.int64)] = False
+        return cls(c, mix, mixing.Counted(d["items"], keep), _merge_stats([d["stats"]]))
 
 
 def _stats_dict(stats):
@@ -220,20 +237,30 @@ def _merge_stats(dicts):
 
 # ------------------------------------------------------------------------- 2. the build pass
 
-class _ReadEntries:
-    """A file -> (chunk, (global entry index, entry)) for each of its stream entries."""
+class _ReadEntries(beam.DoFn):
+    """A file -> (chunk, (global index of the first entry, [entries])) for each run of its
+    stream entries that falls in one chunk."""
 
-    def __init__(self, c, mix, counted, first_entry):
-        self.c, self.mix, self.first_entry = c, mix, first_entry
-        self.plans = mixing.path_plans(mix, counted)
+    def __init__(self, c, mix):
+        self.c, self.mix = c, mix
+        self._plans = None   # per worker, from the layout side input
 
-    def __call__(self, element):
+    def process(self, element, layout):
         index, path = element
+        if self._plans is None:
+            self._plans = mixing.path_plans(self.mix, layout.counted)
         stats = sources.ReadStats()
         items = tasks.iter_items(self.c.task, self.c.source, [path], stats)
-        for k, entry in enumerate(mixing.entries_of(items, self.plans[index])):
-            position = self.first_entry[index] + k
-            yield position // self.c.docs_per_chunk, (position, entry)
+        size, position = self.c.docs_per_chunk, layout.first_entry[index]
+        run, run_start = [], position
+        for entry in mixing.entries_of(items, self._plans[index]):
+            if run and position % size == 0:
+                yield run_start // size, (run_start, run)
+                run, run_start = [], position
+            run.append(entry)
+            position += 1
+        if run:
+            yield run_start // size, (run_start, run)
         Metrics.counter(_NAMESPACE, "documents").inc(stats.documents)
         Metrics.counter(_NAMESPACE, "bytes").inc(stats.bytes)
 
@@ -242,21 +269,21 @@ class _ProcessChunk(beam.DoFn):
     """A chunk's entries -> its records, written per split to a temporary file; emits, per split,
     (shard, (chunk, file or None, examples, statistics))."""
 
-    def __init__(self, settings, plan, mixed, chunks_dir):
-        self.settings, self.plan, self.mixed, self.chunks_dir = settings, plan, mixed, chunks_dir
+    def __init__(self, settings, mixed, chunks_dir):
+        self.settings, self.mixed, self.chunks_dir = settings, mixed, chunks_dir
         self.processor = None
 
     def setup(self):
         self.processor = ChunkProcessor(self.settings)   # vocabulary and segmenter: once per worker
 
-    def process(self, group):
-        chunk, numbered = group
-        entries = [entry for _, entry in sorted(numbered, key=lambda x: x[0])]
+    def process(self, group, layout):
+        chunk, runs = group
+        entries = [entry for _, run in sorted(runs, key=lambda x: x[0]) for entry in run]
         _, data, counts, stats = mixing.process_entries(self.processor, chunk, entries, self.mixed)
         problems = stats.pop("problems", [])
         if problems:
             yield ("problems", 0), (chunk, None, 0, {"problems": [list(p) for p in problems]})
-        for split, shards in self.plan["splits"].items():
+        for split, shards in layout.plan["splits"].items():
             shard = next(k for k, s in enumerate(shards) if s["first"] <= chunk < s["last"])
             path = None
             if data.get(split):
@@ -266,18 +293,18 @@ class _ProcessChunk(beam.DoFn):
             yield (split, shard), (chunk, path, counts[split], stats if split == "train" else {})
 
 
-class _WriteShard:
+class _WriteShard(beam.DoFn):
     """(split, shard) and its chunks -> the shard, in a temporary file, with its statistics."""
 
-    def __init__(self, c, plan, shards_dir):
-        self.c, self.plan, self.shards_dir = c, plan, shards_dir
+    def __init__(self, c, shards_dir):
+        self.c, self.shards_dir = c, shards_dir
 
-    def __call__(self, group):
+    def process(self, group, layout):
         (split, shard), chunks = group
         if split == "problems":
             yield "problems", [p for _, _, _, s in chunks for p in s["problems"]]
             return
-        name = self.plan["splits"][split][shard]["file"]
+        name = layout.plan["splits"][split][shard]["file"]
         # The temporary name ends like the local builder's: gzip records it in its header.
         tmp = fs.join(self.shards_dir, name + ".tmp")
         raw = ChecksummedWriter(fs.open_write(tmp))
@@ -293,24 +320,39 @@ class _WriteShard:
                         "bytes": raw.bytes, "crc32c": raw.crc32c}
 
 
-def _write(c, settings, mix, counted, plan, options, temp):
-    per_path = mixing.entries_per_path(mix, counted)
-    first_entry = np.concatenate([[0], np.cumsum(per_path)[:-1]]).astype(np.int64).tolist()
+def _pipeline(c, settings, mix, options, temp):
+    """Runs the count and build passes as one pipeline: (Layout, shard results, Beam metrics)."""
     chunks_dir, shards_dir, out = (fs.join(temp, d) for d in ("chunks", "shards", "results"))
     for d in (chunks_dir, shards_dir, out):
         fs.makedirs(d)
     pipeline = beam.Pipeline(options=options)
-    (pipeline
-     | "Files" >> beam.Create(list(enumerate(mix.all_paths)))
-     | "Entries" >> beam.FlatMap(_ReadEntries(c, mix, counted, first_entry))
+    files = pipeline | "Files" >> beam.Create(list(enumerate(mix.all_paths)))
+
+    # 1. count, then the layout (a single value: checks, dedup, plan).
+    counted = files | "Count" >> beam.FlatMap(_CountFile(c, mix.dedup)).with_outputs("keys", main="files")
+    if mix.dedup:
+        duplicates = (counted.keys | "ByKey" >> beam.GroupByKey()
+                      | "Duplicates" >> beam.FlatMap(_duplicates) | "DuplicateList" >> beam.combiners.ToList())
+    else:
+        duplicates = pipeline | "NoDuplicates" >> beam.Create([[]])
+    layout = (counted.files | "Counts" >> beam.combiners.ToList()
+              | "Layout" >> beam.Map(lambda rows, dups: Layout.of_counts(c, mix, rows, dups),
+                                     beam.pvalue.AsSingleton(duplicates)))
+    (layout | "WriteLayout" >> beam.Map(lambda lay: fs.write_bytes_atomic(
+        fs.join(out, "layout.json"), lay.to_json().encode())))
+    side = beam.pvalue.AsSingleton(layout)
+
+    # 2. build.
+    (files
+     | "Entries" >> beam.ParDo(_ReadEntries(c, mix), side)
      | "ByChunk" >> beam.GroupByKey()
-     | "Chunks" >> beam.ParDo(_ProcessChunk(settings, plan, mix.active, chunks_dir))
+     | "Chunks" >> beam.ParDo(_ProcessChunk(settings, mix.active, chunks_dir), side)
      | "ByShard" >> beam.GroupByKey()
-     | "Shards" >> beam.FlatMap(_WriteShard(c, plan, shards_dir))
+     | "Shards" >> beam.ParDo(_WriteShard(c, shards_dir), side)
      | "All" >> beam.combiners.ToList()
      | "Results" >> beam.Map(lambda rows: fs.write_bytes_atomic(
          fs.join(out, "results.json"), json.dumps(rows).encode())))
-    result = _run(pipeline, "build")
+    result = _run(pipeline, "count and build")
     rows = json.loads(fs.read_bytes(fs.join(out, "results.json")))
     problems = [p for kind, value in rows if kind == "problems" for p in value]
     if problems and c.task.on_bad_record == "stop":
@@ -321,7 +363,8 @@ def _write(c, settings, mix, counted, plan, options, temp):
         steps.log("skipped bad record %s: %s" % (origin, reason), c)
     metrics = {m.key.metric.name: m.committed for m in
                result.metrics().query(MetricsFilter().with_namespace(_NAMESPACE))["counters"]}
-    return [value for kind, value in rows if kind == "shard"], metrics
+    layout = Layout.from_json(c, mix, fs.read_bytes(fs.join(out, "layout.json")))
+    return layout, [value for kind, value in rows if kind == "shard"], metrics
 
 
 def _publish(c, plan, state, results):

@@ -121,7 +121,9 @@ def plan(c: BuildConfig, total_docs):
 
 
 def prepare_output(c: BuildConfig, fingerprint, plan):
-    """Returns the build state to continue from, or None when the identical build is complete."""
+    """Returns the build state to continue from, or None when the identical build is complete.
+    `plan` is recorded in a new state (None where it is not known yet: the Beam engine plans in
+    its pipeline; the local builder always plans afresh)."""
     out = c.output_dir
     fs.makedirs(out)
     manifest_path, state_path = fs.join(out, MANIFEST_FILE), fs.join(out, STATE_FILE)
