@@ -2,8 +2,9 @@ r"""Decoding speed: cached vs full-recompute decoding, and beam search against b
 
     python -m benchmarks.generation [--export=DIR] [--peer_python=/path/to/venv-b4k/bin/python]
 
-On one model (an export, or by default random weights of the quickstart model's shape: hidden 128,
-2 layers, 2 heads, vocab 3000, 128 positions, written as a Google-layout export in a temp dir):
+On one model (an export, or by default random weights of `--shape`, written as a Google-layout
+export in a temp dir: `quickstart`, the quickstart model's hidden 128, 2 layers, 2 heads, vocab
+3000, 128 positions; or `small`, hidden 256, 4 layers, 4 heads, vocab 8000):
   * 64 new tokens after 64-token sources, batch 1 and 8, beam 1 and 4: our decoder with the
     key/value cache (graph mode, and compiled with XLA) against the same decoder recomputing the
     whole sequence every step; same tokens required. Target: cached >= 5x faster;
@@ -33,8 +34,12 @@ from benchmarks.measure import describe_machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_LEN, NEW_TOKENS = 64, 64
-QUICKSTART_SHAPE = dict(vocab_size=3000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=512, max_position_embeddings=128)
+SHAPES = {   # random-weight models: the quickstart's, and the training benchmark's larger one
+    "quickstart": dict(vocab_size=3000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=512, max_position_embeddings=128),
+    "small": dict(vocab_size=8000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                  intermediate_size=1024, max_position_embeddings=128),
+}
 
 # Run by the peer's Python: bert4keras's documented UniLM decoding (no code of it is copied here).
 _PEER = r'''
@@ -72,15 +77,15 @@ print(json.dumps({"seconds": times, "outputs": outputs, "tensorflow": tf.__versi
 '''
 
 
-def random_export(directory, seed=0):
-    """Random weights of the quickstart shape as a Google-layout export; [PAD] never generated."""
+def random_export(directory, shape, seed=0):
+    """Random weights of SHAPES[shape] as a Google-layout export; [PAD] never generated."""
     import keras
 
     from pretrain.google_checkpoint import write_checkpoint
     from pretrain.modeling import BertConfig, build_model, google_variables
 
     keras.utils.set_random_seed(seed)
-    config = BertConfig(**QUICKSTART_SHAPE)
+    config = BertConfig(**SHAPES[shape])
     model = build_model(config, with_nsp=False)
     values = {name: v.numpy() for name, v in google_variables(model).items()}
     values["cls/predictions/output_bias"][0] = -1e4
@@ -154,7 +159,9 @@ def peer(peer_python, files, sources, beam, threads, rounds):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--export", help="an export directory (default: random weights, quickstart shape)")
+    ap.add_argument("--export", help="an export directory (default: random weights of --shape)")
+    ap.add_argument("--shape", default="quickstart", choices=sorted(SHAPES),
+                    help="random model: quickstart (hidden 128, 2 layers) or small (256, 4 layers)")
     ap.add_argument("--peer_python", default=os.environ.get("B4K_PYTHON"),
                     help="Python of the bert4keras environment (or $B4K_PYTHON)")
     ap.add_argument("--threads", type=int, default=1, help="TensorFlow intra/inter-op threads, both sides")
@@ -167,7 +174,7 @@ def main():
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     scratch = None if args.export else tempfile.mkdtemp(prefix="bench_generation_")
     try:
-        result = run(args, args.export or random_export(scratch))
+        result = run(args, args.export or random_export(scratch, args.shape))
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -186,7 +193,7 @@ def run(args, directory):
     rng = np.random.default_rng(0)   # sources: ids past the usual special tokens, never [PAD]
     sources = [[int(i) for i in rng.integers(5, vocab, SOURCE_LEN)] for _ in range(8)]
     result = {"machine": describe_machine(), "threads": args.threads, "model": directory if args.export else
-              dict(QUICKSTART_SHAPE, weights="random"), "tensorflow": tf.__version__,
+              dict(SHAPES[args.shape], name=args.shape, weights="random"), "tensorflow": tf.__version__,
               "source_tokens": SOURCE_LEN, "new_tokens": NEW_TOKENS}
     result["ours"] = ours(files, sources, args.rounds)
     theirs = peer(args.peer_python, files, sources, 4, args.threads, args.peer_rounds)
