@@ -1,4 +1,4 @@
-"""Google's BERT BasicTokenizer rules (CONTRACTS.md §3), stated in plain Python.
+"""Google's BERT BasicTokenizer rules (docs/FORMATS.md §3), stated in plain Python.
 
 This is the definition the rest of the package is held to: the tokenizer's fast paths compute the
 same thing faster, the Unicode parity scan compares HF tokenizers' tables against it, and the tests
