@@ -12,7 +12,8 @@ masks it would have seen; an unreadable newest checkpoint is skipped for the one
 SIGTERM (preemption) and Ctrl-C checkpoint at the next loop boundary (a second Ctrl-C quits at
 once). With several workers (launch.run) the chief writes the checkpoints and every worker
 restores them; with data.worker_split="files" each worker also keeps its own data position.
-Every path of the run directory is `rundir.RunDir`'s.
+Every path of the run directory is `rundir.RunDir`'s; the data and its streams are
+`train_data.TrainData`'s.
 """
 
 import dataclasses
@@ -25,12 +26,13 @@ from typing import Optional
 import tensorflow as tf
 
 from data_pipeline import loader
-from data_pipeline.manifest import Manifest, ManifestError, Split
+from data_pipeline.manifest import ManifestError
 from pretrain import distribute, objectives, run_config
 from pretrain.checkpoints import Checkpoints, CheckpointsError
 from pretrain.modeling import BertConfig
 from pretrain.reporting import Reporter, summarise
 from pretrain.rundir import RunDir
+from pretrain.train_data import DataError, TrainData
 from pretrain.train_step import TrainState
 from storage.lock import DirectoryLock, LockError
 
@@ -64,12 +66,13 @@ class Trainer:
         self.strategy = strategy or distribute.make_strategy(**config.distribute.to_dict())
         self.info = distribute.worker_info(self.strategy)
         try:
-            self.manifest = Manifest.load(config.data.train_dir)
-        except ManifestError as e:
+            self.data = TrainData(config, self.strategy, self.info, self._log)
+            self.manifest = self.data.manifest
+            self.model_config = self._model_config()
+            self._check_startup(allow_config_change)
+            self.data.check_shards()
+        except DataError as e:
             raise TrainError(str(e))
-        self.model_config = self._model_config()
-        self._check_startup(allow_config_change)
-        self.skipped_shards = self._check_shards()
         self.with_nsp = self.task == "mlm" and config.train.with_nsp and self.manifest.layout == "pairs"
         self.metric_names = objectives.metric_names(self.task, self.with_nsp)
         self._eval_fn = None  # traced on first use
@@ -122,30 +125,6 @@ class Trainer:
                                  "--workdir, or pass --allow_config_change to continue it anyway."
                                  % (self.workdir, ", ".join(changed)))
 
-    def _check_shards(self):
-        """Shards that do not match the manifest stop the run (naming them) or, with
-        data.skip_bad_shards, are left out of the manifest used here; returns those left out."""
-        skip = self.c.data.skip_bad_shards
-        bad = self.manifest.verify(checksums=skip)
-        if not bad:
-            return []
-        listing = "; ".join("%s: %s" % p for p in bad[:10]) + (" ..." if len(bad) > 10 else "")
-        if not skip:
-            raise TrainError("%d shard(s) of %s do not match its manifest: %s. Rebuild the data "
-                             "(the same build_data command with --overwrite), or train without "
-                             "them: --config.data.skip_bad_shards=true." % (len(bad), self.manifest.data_dir,
-                                                                           listing))
-        paths = {p for p, _ in bad}
-        for name, split in self.manifest.splits.items():
-            kept = [s for s, p in zip(split.shards, self.manifest.paths(name)) if p not in paths]
-            if not kept and name == "train":
-                raise TrainError("every train shard of %s is bad (%s); rebuild the data."
-                                 % (self.manifest.data_dir, listing))
-            self.manifest.splits[name] = Split(kept, sum(s.examples or 0 for s in kept) or None)
-        self._log("Leaving out %d shard(s) that do not match the manifest (data.skip_bad_shards): %s"
-                  % (len(bad), listing))
-        return sorted(paths)
-
     def resolved_config(self):
         d = json.loads(self.c.to_json())
         d["model"] = self.model_config.to_dict()
@@ -172,12 +151,9 @@ class Trainer:
                                     self.precision, self.on_tpu)
         except ValueError as e:
             raise TrainError("config.optimizer: %s" % e)
-        # The train stream is one plain tf.data iterator per worker, split across the worker's
-        # replicas inside the step: unlike a distributed iterator it can be checkpointed, so a
-        # resumed run continues at the exact batch (and shuffle-buffer state) where it stopped.
-        self.iterator = iter(self._worker_dataset())
+        self.iterator = iter(self.data.train_dataset())   # checkpointed with the state
         self.checkpoints = Checkpoints(self.rundir, dict(self.state.checkpoint_objects(), data=self.iterator),
-                                       self.iterator, self.info, self.shared_stream,
+                                       self.iterator, self.info, self.data.shared_stream,
                                        c.train.keep_checkpoints, self._log)
         self._train_loop = tf.function(self._loop)
 
@@ -194,49 +170,9 @@ class Trainer:
         return self.state.step
 
     @property
-    def shared_stream(self):
-        """True when every worker reads the same stream (one worker, or data.worker_split="rows")."""
-        return self.info.num_workers == 1 or self.c.data.worker_split == "rows"
-
-    def _worker_dataset(self, epoch=0):
-        c, info = self.c, self.info
-        if self.shared_stream:   # the global batch; each worker keeps its rows (_split_to_replicas)
-            return loader.make_dataset(self.manifest, batch_size=c.train.global_batch_size,
-                                       split="train", seed=c.seed, epoch=epoch, training=True,
-                                       shuffle_buffer=c.data.shuffle_buffer)
-        ctx = tf.distribute.InputContext(num_input_pipelines=info.num_workers,
-                                         input_pipeline_id=info.task_id if info.num_workers > 1 else 0,
-                                         num_replicas_in_sync=self.strategy.num_replicas_in_sync)
-        return loader.make_dataset(self.manifest, batch_size=c.train.global_batch_size // info.num_workers,
-                                   split="train", seed=c.seed, epoch=epoch, training=True,
-                                   input_context=ctx, shuffle_buffer=c.data.shuffle_buffer)
-
-    def _split_to_replicas(self, batch):
-        if self.strategy.num_replicas_in_sync == 1:
-            return batch
-        local = self.strategy.num_replicas_in_sync // self.info.num_workers
-        rows = self.c.train.global_batch_size // self.strategy.num_replicas_in_sync
-
-        def slice_for(ctx):
-            i = ctx.replica_id_in_sync_group   # a shared stream's batch holds every replica's rows,
-            if not self.shared_stream:         # a worker's own batch those of its local replicas
-                i = i % local
-            return {k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}
-        return self.strategy.experimental_distribute_values_from_function(slice_for)
-
-    def _eval_dataset(self):
-        """One ordered pass over the eval split at the global batch size, distributed (no state to
-        checkpoint): every worker reads the split and keeps its replicas' share of each batch, so
-        any number of eval files serves any number of workers."""
-        c = self.c
-        ds = loader.make_dataset(self.manifest, batch_size=c.train.global_batch_size, split="eval",
-                                 seed=c.seed, training=False,
-                                 # SimBERT gathers equal-sized slices from every replica; a TPU
-                                 # compiles for one static batch shape.
-                                 drop_remainder=self.task == "simbert" or self.on_tpu)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        return self.strategy.experimental_distribute_dataset(ds.with_options(options))
+    def skipped_shards(self):
+        """Shards left out because they do not match the manifest (data.skip_bad_shards)."""
+        return self.data.skipped_shards
 
     def restore(self):
         """Restores the newest readable checkpoint, if any, or starts from `init_checkpoint`;
@@ -250,7 +186,7 @@ class Trainer:
             if not with_data:   # the file list changed: a fresh stream, at the next epoch
                 epoch = 1 + restored * self.c.train.global_batch_size // max(
                     self.manifest.splits["train"].examples or 1, 1)
-                self.iterator = iter(self._worker_dataset(epoch))
+                self.iterator = iter(self.data.train_dataset(epoch))
                 self._log("Shards were left out, so the data position of the checkpoint does not "
                           "apply: the stream restarts at epoch %d." % epoch)
             self._log("Resumed from %s (step %d)" % (self.rundir.checkpoint(restored),
@@ -273,7 +209,7 @@ class Trainer:
         totals = [tf.constant(0.0) for _ in names]
         norm = tf.constant(0.0)
         for _ in tf.range(steps):
-            batch = self._split_to_replicas(next(iterator))
+            batch = self.data.split_to_replicas(next(iterator))
             metrics, norms = self.strategy.run(self.state.step_fn, args=(batch,))
             norm = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, norms, axis=None)  # equal
             totals = [t + self.strategy.reduce(tf.distribute.ReduceOp.SUM, metrics[n], axis=None)
@@ -290,14 +226,15 @@ class Trainer:
         totals = {n: 0.0 for n in names}
         batches = 0
         try:
-            for i, batch in enumerate(self._eval_dataset()):
+            for i, batch in enumerate(self.data.eval_dataset(
+                    drop_remainder=self.task == "simbert" or self.on_tpu)):
                 if max_steps and i >= max_steps:
                     break
                 for n, v in eval_step(batch).items():
                     totals[n] += float(v)
                 batches += 1
         except tf.errors.DataLossError as e:
-            raise TrainError(self._data_loss("eval", e))
+            raise TrainError(self.data.read_error("eval", e))
         if not batches:
             self._log("eval: the eval split holds less than one batch; skipped.")
             return None
@@ -371,7 +308,7 @@ class Trainer:
                     with self.strategy.scope():
                         totals, norm = self._train_loop(self.iterator, tf.constant(n, tf.int64))
                 except tf.errors.DataLossError as e:
-                    raise TrainError(self._data_loss("train", e))
+                    raise TrainError(self.data.read_error("train", e))
                 totals = {k: float(v) for k, v in totals.items()}
                 seconds = time.time() - t0
                 step = int(self.step.numpy())
@@ -416,17 +353,6 @@ class Trainer:
         if m is not None:
             reporter.report(m, "eval", step)
         return m
-
-    def _data_loss(self, split, error):
-        """The message for a read error in the data: which shards differ from the manifest."""
-        bad = self.manifest.verify([split], checksums=True)
-        found = ("these shards differ from the manifest: %s. Leave them out with "
-                 "--config.data.skip_bad_shards=true (logged and counted), or rebuild the data."
-                 % "; ".join("%s: %s" % p for p in bad)) if bad else (
-                 "no shard differs from the manifest's size and checksum (a transient read error, "
-                 "or a corruption the builder recorded); re-run to resume from the last checkpoint.")
-        first_line = str(error).strip().splitlines()[0][:200]
-        return "reading the %s data failed (%s): %s" % (split, first_line, found)
 
     def _agree(self, flag):
         """All workers stop together: any worker's stop signal stops every worker."""
