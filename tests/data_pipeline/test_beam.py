@@ -8,6 +8,10 @@ import os
 import numpy as np
 import pytest
 
+# requirements.txt installs Apache Beam; the TPU VM environment (requirements-tpu.txt, .ci/run's
+# second job) does not, and Beam builds run elsewhere (a workstation or Dataflow), never on the TPU.
+pytest.importorskip("apache_beam", reason="Apache Beam is not installed (requirements.txt has it)")
+
 from data_pipeline import beam_build, builder, sample_corpus, sources, tasks
 from data_pipeline.build_config import BuildConfig, BuildError
 from data_pipeline.instances import InstanceConfig
