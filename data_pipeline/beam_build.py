@@ -49,7 +49,6 @@ from data_pipeline.chunks import ChunkProcessor
 from data_pipeline.manifest import ChecksummedWriter, Manifest
 from data_pipeline.tfrecord import RecordFile
 from storage import fs
-from storage.lock import DirectoryLock, LockError
 
 _NAMESPACE = "bert_tf_pretrain.build"
 
@@ -58,12 +57,7 @@ def build(config: BuildConfig):
     """Builds the dataset described by `config` with Beam; returns its manifest."""
     validate(config)
     options = _pipeline_options(config.beam_options)
-    steps.check_writable(config.output_dir)
-    try:
-        lock = DirectoryLock(config.output_dir, "launch.build_data --engine=beam",
-                             log=lambda text: steps.log(text, config)).acquire()
-    except LockError as e:
-        raise BuildError("another build writes here: %s" % e)
+    lock = steps.lock_output(config, "launch.build_data --engine=beam")
     try:
         return _build(config, options)
     finally:

@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 
 from data_pipeline import mixing, schema, sources, tasks
@@ -18,20 +19,26 @@ from data_pipeline.build_config import VOLATILE, BuildConfig, BuildError
 from data_pipeline.chunks import ChunkSettings
 from data_pipeline.manifest import MANIFEST_FILE, Manifest, Shard, Split, Vocab
 from storage import fs
+from storage.lock import DirectoryLock, LockError
 
 BUILDER_VERSION = "1.0"
 STATE_FILE = "_build_state.json"
 
 
-def check_writable(out):
-    """Fails now, not after the counting pass, when the output cannot be written."""
-    probe = fs.join(out, ".write-probe-%d" % __import__("os").getpid())
+def lock_output(c: BuildConfig, command: str) -> DirectoryLock:
+    """Checks that the output directory can be written (now, not after the counting pass) and
+    takes its lock, so that two builds never write one directory; the caller releases it."""
+    probe = fs.join(c.output_dir, ".write-probe-%d" % os.getpid())
     try:
-        fs.makedirs(out)
+        fs.makedirs(c.output_dir)
         fs.write_bytes_atomic(probe, b"")
         fs.remove(probe)
     except OSError as e:
-        raise BuildError("cannot write to --output_dir=%s: %s" % (out, e.strerror or e))
+        raise BuildError("cannot write to --output_dir=%s: %s" % (c.output_dir, e.strerror or e))
+    try:
+        return DirectoryLock(c.output_dir, command, log=lambda text: log(text, c)).acquire()
+    except LockError as e:
+        raise BuildError("another build writes here: %s" % e)
 
 # ------------------------------------------------------------------------------ settings, inputs
 

@@ -25,19 +25,13 @@ from data_pipeline.manifest import ChecksummedWriter, Manifest
 from data_pipeline.progress import Progress
 from data_pipeline.tfrecord import RecordFile
 from storage import fs
-from storage.lock import DirectoryLock, LockError
 
 
 def build(config: BuildConfig) -> Manifest:
     """Builds the dataset described by `config`; returns its manifest."""
     validate(config)
     settings = steps.chunk_settings(config)
-    steps.check_writable(config.output_dir)
-    try:
-        lock = DirectoryLock(config.output_dir, "launch.build_data",
-                             log=lambda text: steps.log(text, config)).acquire()
-    except LockError as e:
-        raise BuildError("another build writes here: %s" % e)
+    lock = steps.lock_output(config, "launch.build_data")
     # Workers start first, so their start-up overlaps the checks and the counting pass below.
     pool = _start_workers(config, settings) if config.num_workers > 1 else None
     try:
