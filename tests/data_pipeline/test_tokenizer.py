@@ -9,7 +9,7 @@ import pytest
 from data_pipeline import _unicode_parity as shipped
 from data_pipeline import google_text, unicode_parity
 from data_pipeline import tokenizer as tk
-from data_pipeline import vocab
+from data_pipeline import sample_corpus, vocab
 from tests.data_pipeline import google_reference as ref
 
 TEXTS = [
@@ -236,3 +236,24 @@ def test_sentencepiece_tokenizer(corpus_dir, tmp_path):
     assert ids2 == tok.encode("我们喜欢") and offsets[0] == 0 and offsets == sorted(offsets)
     table = tok.word_start_table()
     assert all(table[i] == t.startswith("\u2581") for i, t in enumerate(tok.vocab) if i > 4)
+
+
+def test_a_corpus_gives_the_same_vocabulary_every_time(tmp_path):
+    """tokenizers' WordPiece trainer alone numbers the "##c" tokens in hash-map order and breaks
+    ties between merges by those numbers: three trainings on one corpus gave three vocabularies.
+    build_wordpiece gives one, from a list or from a stream read once (as build_vocab streams)."""
+    texts = [" ".join(doc) for doc in sample_corpus.english_documents()[:300]]
+    texts += [" ".join(doc) for doc in sample_corpus.chinese_documents()]
+    outputs = []
+    for i, given in enumerate([texts, texts, iter(texts), (t for t in texts)]):
+        path = tmp_path / ("vocab%d.txt" % i)
+        vocab.build_wordpiece(given, str(path), vocab_size=2000, min_frequency=1, num_reserved=2)
+        outputs.append(path.read_text(encoding="utf-8"))
+    assert all(o == outputs[0] for o in outputs[1:])
+    tokens = outputs[0].splitlines()
+    assert len(tokens) == 2000 and tokens[:7] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+                                                   "[unused0]", "[unused1]"]
+    continuing = [i for i, t in enumerate(tokens) if len(t) == 3 and t.startswith("##")]
+    assert continuing == list(range(continuing[0], continuing[0] + len(continuing)))
+    assert all(len(t) == 1 for t in tokens[7:continuing[0]])        # the alphabet, then ##c
+    assert [tokens[i] for i in continuing] == sorted(tokens[i] for i in continuing)
