@@ -31,6 +31,7 @@ import sys
 from absl import app, flags, logging
 
 from data_pipeline import sample_corpus
+from launch import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export", None, "Export directory (bert_config.json, bert_model.ckpt, vocab).")
@@ -145,6 +146,7 @@ def main(argv):
     if not FLAGS.export or not (FLAGS.csv or FLAGS.write_sample_csv):
         print("finetune_classifier: error: give --export and --csv (or --write_sample_csv).", file=sys.stderr)
         return 2
+    common.import_tensorflow(FLAGS.verbose)
     from pretrain.google_checkpoint import CheckpointError
 
     try:

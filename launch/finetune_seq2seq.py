@@ -79,6 +79,7 @@ def main(argv):
     if missing:
         print("finetune_seq2seq: error: give %s." % ", ".join("--" + f for f in missing), file=sys.stderr)
         return 2
+    common.import_tensorflow(FLAGS.verbose)
     from pretrain import seq2seq
     from pretrain.export import ExportError
     from pretrain.google_checkpoint import CheckpointError

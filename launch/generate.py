@@ -107,6 +107,7 @@ def main(argv):
     try:   # a bad input line fails here, before the model is loaded (CheckpointError is a ValueError)
         records = [(line, r[FLAGS.source_field])
                    for line, r in common.read_jsonl(FLAGS.input, (FLAGS.source_field,))]
+        common.import_tensorflow(FLAGS.verbose)
         out = synonyms(records) if FLAGS.mode == "synonyms" else generate(records, FLAGS.input)
     except (ValueError, OSError) as e:
         print("generate: error: %s" % e, file=sys.stderr)

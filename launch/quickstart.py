@@ -19,15 +19,19 @@ import numpy as np
 from configs import quickstart as quickstart_config
 from data_pipeline import builder, loader, sample_corpus, sources, vocab
 from data_pipeline.instances import InstanceConfig
+from data_pipeline.manifest import ManifestError
+from launch import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "workspace/quickstart", "Where the corpus, vocab, data and run go.")
-flags.DEFINE_integer("steps", None, "Training steps (default: the config's).")
+flags.DEFINE_integer("steps", None, "Training steps (default: the config's 1500); the warmup keeps "
+                     "its share of the run.", lower_bound=1)
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress output
+    common.import_tensorflow(FLAGS.verbose)
     os.makedirs(FLAGS.workdir, exist_ok=True)
     corpus = sample_corpus.write_corpus(
         os.path.join(FLAGS.workdir, "corpus.txt"),
@@ -49,18 +53,32 @@ def main(argv):
         targets = [tok.vocab[i] for i in batch["masked_lm_ids"][0].numpy()[w]]
         print("  predict %d tokens: %s" % (w.sum(), " ".join(targets)))
 
-    from pretrain.trainer import Trainer
+    from pretrain.trainer import TrainError, Trainer
 
     config = quickstart_config.get_config()
     config.data.train_dir = data_dir
-    if FLAGS.steps:
-        config.train.steps = FLAGS.steps
-    result = Trainer(config, os.path.join(FLAGS.workdir, "run")).train()
+    if FLAGS.steps is not None:
+        scale_steps(config, FLAGS.steps)
+    try:
+        result = Trainer(config, os.path.join(FLAGS.workdir, "run")).train()
+    except (TrainError, ManifestError) as e:
+        print("quickstart: error: %s" % e, file=sys.stderr)
+        return 2
     baseline = unigram_baseline(data_dir)
     accuracy = (result.eval_metrics or {}).get("mlm_accuracy", float("nan"))
     print("held-out MLM accuracy %.3f vs unigram baseline %.3f (%.1fx)"
           % (accuracy, baseline, accuracy / max(baseline, 1e-9)))
     return 0
+
+
+def scale_steps(config, steps):
+    """--steps: the warmup keeps its share of the run; loops, checkpoints and evaluations happen
+    at least once."""
+    train = config.train
+    config.optimizer.warmup_steps = config.optimizer.warmup_steps * steps // train.steps
+    train.steps = steps
+    for field in ("steps_per_loop", "checkpoint_every", "eval_every"):
+        train[field] = min(train[field], steps)
 
 
 def unigram_baseline(data_dir):

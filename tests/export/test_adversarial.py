@@ -15,6 +15,7 @@ from pretrain import build_transformer_model
 from pretrain.adversarial import adversarial_training
 from pretrain.finetune import export_files
 from tests.generation.conftest import SMALL, write_export
+from tests.tf_noise import env_without_log_level, start_up_noise
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EPSILON, LR = 0.7, 0.5
@@ -71,12 +72,13 @@ def test_the_example_classifier_trains_with_fgm(exported, tmp_path):
     """launch.finetune_classifier --adversarial_epsilon: FGM on, and the classifier still learns.
     (epsilon is the norm of the whole perturbation of the embedding table: 0.05 for this tiny
     model, where 0.2 kept it at the majority baseline; bert4keras's 0.5 is for BERT-base.)"""
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = env_without_log_level(PYTHONPATH=ROOT)
     cmd = [sys.executable, "-m", "launch.finetune_classifier", "--export=%s" % exported,
            "--write_sample_csv=%s" % (tmp_path / "sources.csv"), "--epochs=8", "--learning_rate=1e-3",
            "--max_len=48", "--adversarial_epsilon=0.05", "--metrics_json=%s" % (tmp_path / "result.json")]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert not start_up_noise(out.stderr), start_up_noise(out.stderr)
     assert "FGM epsilon 0.05" in out.stderr
     result = json.loads((tmp_path / "result.json").read_text())
     print("classifier with FGM: held-out accuracy %.3f vs majority baseline %.3f"

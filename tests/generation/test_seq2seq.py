@@ -17,14 +17,18 @@ from pretrain import load_finetune_tokenizer, text_metrics
 from pretrain.generation import prefixes
 from pretrain.finetune import export_files
 from pretrain.seq2seq import Seq2SeqData
+from tests.tf_noise import env_without_log_level, start_up_noise
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def cli(*args, expect=0):
+    """Runs an entry point as a user's shell does (no TF_CPP_MIN_LOG_LEVEL): it exits `expect`
+    and prints none of TensorFlow's start-up noise."""
     done = subprocess.run([sys.executable, "-m"] + list(args), cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"))
+                          timeout=600, env=env_without_log_level(PYTHONPATH=ROOT))
     assert done.returncode == expect, "%s exited %d:\n%s" % (args[0], done.returncode, done.stderr[-3000:])
+    assert not start_up_noise(done.stderr), start_up_noise(done.stderr)
     return done
 
 

@@ -1,0 +1,40 @@
+"""The README's first command, as a new user runs it (shortened with --steps): corpus, vocabulary,
+shards, a masked batch, pretraining, the held-out accuracy; no TensorFlow start-up noise; a second
+run resumes the finished run instead of training again; a bad --steps is one line."""
+
+import os
+import subprocess
+import sys
+
+from tests.tf_noise import env_without_log_level, start_up_noise
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _quickstart(*args):
+    return subprocess.run([sys.executable, "-m", "launch.quickstart"] + list(args), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env=env_without_log_level(PYTHONPATH=ROOT))
+
+
+def test_quickstart_trains_reports_and_resumes(tmp_path):
+    workdir = str(tmp_path / "quickstart")
+    done = _quickstart("--workdir=%s" % workdir, "--steps=4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not start_up_noise(done.stderr), start_up_noise(done.stderr)
+    assert "held-out MLM accuracy" in done.stdout and "unigram baseline" in done.stdout
+    assert "predict" in done.stdout and "[MASK]" in done.stdout          # the masked batch shown
+    assert "finished at step 4" in done.stderr
+    for name in ("corpus.txt", "vocab.txt", "data_mlm_128/manifest.json", "run/config.json",
+                 "run/metrics.jsonl", "run/checkpoints/checkpoint"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    again = _quickstart("--workdir=%s" % workdir, "--steps=4")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resum" in again.stderr.lower() and "finished at step 4" in again.stderr
+    rows = open(os.path.join(workdir, "run", "metrics.jsonl")).read().splitlines()
+    assert sum('"split": "train"' in r for r in rows) == 1       # not trained a second time
+
+
+def test_quickstart_refuses_a_bad_step_count(tmp_path):
+    done = _quickstart("--workdir=%s" % tmp_path, "--steps=0")
+    assert done.returncode != 0 and "steps" in done.stderr and "Traceback" not in done.stderr
