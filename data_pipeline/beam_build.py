@@ -105,16 +105,9 @@ def _build(c: BuildConfig, options):
         raise
     finally:
         fs.remove(temp)
-    manifest = steps.make_manifest(c, processor, mix.all_paths, plan, state, stats, fingerprint,
-                                 time.time() - started)
-    if mix.active:
-        manifest.sources = mixing.manifest_sources(mix, mixing.per_source_counts(mix, counted),
-                                                   steps.train_counter(plan, state))
-    manifest.save(c.output_dir)
-    fs.remove(fs.join(c.output_dir, steps.STATE_FILE))
     steps.log("Beam metrics: %s" % ", ".join("%s %s" % kv for kv in sorted(metrics.items())), c)
-    steps.summary(manifest, c)
-    return manifest
+    return steps.finish(c, processor, mix, counted, plan, state, stats, fingerprint,
+                        time.time() - started)
 
 
 def _run(pipeline, what):

@@ -163,6 +163,21 @@ def prepare_output(c: BuildConfig, fingerprint, plan):
 
 # ------------------------------------------------------------------------------- 5. manifest
 
+def finish(c: BuildConfig, processor, mix, counted, plan, state, read_stats, fingerprint,
+           seconds) -> Manifest:
+    """Every shard is in place: the manifest is written (last: its presence marks a complete
+    build), the build state removed and the summary printed."""
+    manifest = make_manifest(c, processor, mix.all_paths, plan, state, read_stats, fingerprint,
+                             seconds)
+    if mix.active:
+        manifest.sources = mixing.manifest_sources(mix, mixing.per_source_counts(mix, counted),
+                                                   train_counter(plan, state))
+    manifest.save(c.output_dir)
+    fs.remove(fs.join(c.output_dir, STATE_FILE))
+    summary(manifest, c)
+    return manifest
+
+
 def make_manifest(c, processor, paths, plan, state, read_stats, fingerprint, seconds) -> Manifest:
     done, sizes = state["done"], state.get("shards", {})
     pairs = c.instance.layout == "pairs"

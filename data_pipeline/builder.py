@@ -60,15 +60,8 @@ def _build(config, settings, pool):
              % (config.output_dir, manifest.splits["train"].examples), config)
         return manifest
     _write_shards(config, processor, pool, mix, counted, plan, state, total_docs, total_bytes)
-    manifest = steps.make_manifest(config, processor, paths, plan, state, read_stats, fingerprint,
-                         time.time() - started)
-    if mix.active:
-        manifest.sources = mixing.manifest_sources(mix, mixing.per_source_counts(mix, counted),
-                                                   steps.train_counter(plan, state))
-    manifest.save(config.output_dir)
-    fs.remove(fs.join(config.output_dir, steps.STATE_FILE))
-    steps.summary(manifest, config)
-    return manifest
+    return steps.finish(config, processor, mix, counted, plan, state, read_stats, fingerprint,
+                        time.time() - started)
 
 
 # ---------------------------------------------------------------------------------- 4. writing
