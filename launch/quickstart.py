@@ -41,9 +41,15 @@ def main(argv):
     tok = vocab.build_wordpiece(texts, vocab_path, vocab_size=3000, min_frequency=1, num_reserved=10)
     print("vocab: %s (%d tokens)" % (vocab_path, tok.vocab_size), file=sys.stderr)
     data_dir = os.path.join(FLAGS.workdir, "data_mlm_128")
-    builder.build(builder.BuildConfig(
-        output_dir=data_dir, vocab=vocab_path, source=sources.SourceConfig(inputs=(corpus,)),
-        instance=InstanceConfig(seq_len=128), num_shards=4, eval_fraction=0.1, docs_per_chunk=32))
+    try:
+        builder.build(builder.BuildConfig(
+            output_dir=data_dir, vocab=vocab_path, source=sources.SourceConfig(inputs=(corpus,)),
+            instance=InstanceConfig(seq_len=128), num_shards=4, eval_fraction=0.1, docs_per_chunk=32))
+    except builder.BuildError as e:
+        print("quickstart: error: %s\nThe quickstart's text is the project's documentation: when it "
+              "has changed since this workspace was built (a new version), use a new --workdir."
+              % e, file=sys.stderr)
+        return 2
     ds = loader.make_dataset(data_dir, batch_size=8, seed=0)
     for step, batch in zip(range(2), ds):
         ids = batch["input_ids"][0].numpy()
@@ -64,6 +70,13 @@ def main(argv):
     except (TrainError, ManifestError) as e:
         print("quickstart: error: %s" % e, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # a second Ctrl-C: stop now, without a checkpoint
+        print("quickstart: stopped by a second Ctrl-C; re-run the command to resume.", file=sys.stderr)
+        return 130
+    if result.status != "finished":   # Ctrl-C or SIGTERM: checkpointed at the loop boundary
+        print("quickstart: stopped at step %d (%s); re-run the command to resume."
+              % (result.step, result.status), file=sys.stderr)
+        return 130 if result.status == "interrupted" else 0
     baseline = unigram_baseline(data_dir)
     accuracy = (result.eval_metrics or {}).get("mlm_accuracy", float("nan"))
     print("held-out MLM accuracy %.3f vs unigram baseline %.3f (%.1fx)"

@@ -3,6 +3,7 @@ shards, a masked batch, pretraining, the held-out accuracy; no TensorFlow start-
 run resumes the finished run instead of training again; a bad --steps is one line."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -38,3 +39,22 @@ def test_quickstart_trains_reports_and_resumes(tmp_path):
 def test_quickstart_refuses_a_bad_step_count(tmp_path):
     done = _quickstart("--workdir=%s" % tmp_path, "--steps=0")
     assert done.returncode != 0 and "steps" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
+    workdir = str(tmp_path / "quickstart")
+    run = subprocess.Popen([sys.executable, "-m", "launch.quickstart", "--workdir=%s" % workdir,
+                            "--steps=2000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=env_without_log_level(PYTHONPATH=ROOT))
+    seen = []
+    for line in run.stderr:                     # the first progress line: training has started
+        seen.append(line)
+        if line.startswith("step "):
+            run.send_signal(signal.SIGINT)
+            break
+    rest = run.communicate(timeout=300)[1]
+    stderr = "".join(seen) + rest
+    assert run.returncode == 130, stderr[-3000:]
+    assert "re-run the command to resume" in stderr and "Traceback" not in stderr
+    checkpoints = os.listdir(os.path.join(workdir, "run", "checkpoints"))
+    assert any(name.startswith("ckpt-") for name in checkpoints), checkpoints
