@@ -34,6 +34,11 @@ def test_quickstart_trains_reports_and_resumes(tmp_path):
     assert "resum" in again.stderr.lower() and "finished at step 4" in again.stderr
     rows = open(os.path.join(workdir, "run", "metrics.jsonl")).read().splitlines()
     assert sum('"split": "train"' in r for r in rows) == 1       # not trained a second time
+    with open(os.path.join(workdir, "corpus.txt"), "a") as f:   # as after a new version's docs
+        f.write("A sentence the first build did not have.\n")
+    changed = _quickstart("--workdir=%s" % workdir, "--steps=4")
+    assert changed.returncode == 2 and "use a new --workdir" in changed.stderr
+    assert "Traceback" not in changed.stderr
 
 
 def test_quickstart_refuses_a_bad_step_count(tmp_path):
