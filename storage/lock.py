@@ -168,6 +168,14 @@ def _boot_id():
 
 # ------------------------------------------------------------------------------- storage
 
+def _parse(data):
+    """The lock record in `data`; {} for a torn or foreign file (it holds no live holder)."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {}
+
+
 class _FileStore:
     """A local lock file (or any tf.io.gfile path: best effort, not atomic)."""
 
@@ -193,11 +201,7 @@ class _FileStore:
             data = fs.read_bytes(self.path)
         except FileNotFoundError:
             return None, None
-        try:
-            record = json.loads(data)
-        except ValueError:
-            record = {}
-        return record, data
+        return _parse(data), data
 
     def replace(self, record, version):
         current, data = self.read()
@@ -256,11 +260,7 @@ class _GcsStore:
             return None, None
         except exceptions.PreconditionFailed:   # rewritten between the two requests
             return self.read()
-        try:
-            record = json.loads(data)
-        except ValueError:
-            record = {}
-        return record, generation
+        return _parse(data), generation
 
     def replace(self, record, generation):
         return self._upload(record, generation)
