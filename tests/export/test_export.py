@@ -19,6 +19,7 @@ from pretrain.google_checkpoint import CheckpointError, write_checkpoint
 from pretrain.modeling import BertConfig, attention_bias, build_model, google_variables
 from pretrain.trainer import Trainer
 from tests.pretrain.conftest import tiny_config
+from tests.tolerances import PROBABILITY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -154,11 +155,11 @@ def test_nsp_head_and_factorized_embeddings_export_and_load(trained_run, tmp_pat
     ids, segments = real_text_batch(load_finetune_tokenizer(files["vocab"]), rows=4)
     outputs = bert.predict([ids, segments], verbose=0)
     np.testing.assert_allclose(outputs[1] if with_nsp else outputs,
-                               reference_probabilities(model, ids, segments), atol=1e-6)
+                               reference_probabilities(model, ids, segments), **PROBABILITY)
     if with_nsp:
         bias = attention_bias(tf.cast(ids != 0, tf.int32), tf.constant(segments), "bidirectional")
         _, pooled = model(tf.constant(ids), tf.constant(segments), bias, training=False)
-        np.testing.assert_allclose(outputs[0], tf.nn.softmax(model.nsp_logits(pooled)).numpy(), atol=1e-6)
+        np.testing.assert_allclose(outputs[0], tf.nn.softmax(model.nsp_logits(pooled)).numpy(), **PROBABILITY)
 
 
 def _copy_run(trained_run, tmp_path):

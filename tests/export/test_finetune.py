@@ -14,6 +14,7 @@ from pretrain import build_transformer_model, load_finetune_tokenizer, sequence_
 from pretrain.finetune import export_files
 from pretrain.modeling import google_variables
 from tests.export.test_export import real_text_batch, reference_probabilities
+from tests.tolerances import PROBABILITY, UNIT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,7 +31,7 @@ def test_unilm_and_lm_applications_match_the_pretraining_masks(trained_run, expo
                                        with_mlm=True)
         ours = bert.predict([ids, segments], verbose=0)
         np.testing.assert_allclose(ours, reference_probabilities(trained_run[1].model, ids, segments, kind),
-                                   atol=1e-6, err_msg=application)
+                                   err_msg=application, **PROBABILITY)
 
 
 def test_outputs_follow_bert4keras_conventions(exported):
@@ -46,7 +47,7 @@ def test_outputs_follow_bert4keras_conventions(exported):
     assert sequence.shape == ids.shape + (32,) and pooled_out.shape == (3, 32)
     np.testing.assert_allclose(pooled_out, np.tanh(sequence[:, 0] @ tf.train.load_variable(
         files["checkpoint"], "bert/pooler/dense/kernel") + tf.train.load_variable(
-        files["checkpoint"], "bert/pooler/dense/bias")), atol=1e-5)
+        files["checkpoint"], "bert/pooler/dense/bias")), **UNIT)
     np.testing.assert_allclose(pooled_again, pooled_out, atol=1e-6)
     assert logits.shape == ids.shape + (2000,) and logits.min() < 0   # "linear": logits, not softmax
     # The heads a model does not output are frozen: fine-tuning would give them no gradient.

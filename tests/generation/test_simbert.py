@@ -8,6 +8,7 @@ from data_pipeline import sample_corpus
 from pretrain import build_transformer_model, load_finetune_tokenizer
 from pretrain.finetune import export_files
 from pretrain.simbert import SimBERT
+from tests.tolerances import UNIT
 
 TEXTS = ([s for doc in sample_corpus.english_documents()[:4] for s in doc][:6]
          + sample_corpus.chinese_documents()[0][:2])
@@ -27,7 +28,7 @@ def test_vectors_are_normalised_pooled_outputs_independent_of_padding(simbert, w
     for text, vector in zip(TEXTS, vectors):
         ids = np.array([tokenizer.encode(text, maxlen=32)[0]])
         alone = np.asarray(pooled([ids, np.zeros_like(ids)]))[0]
-        np.testing.assert_allclose(vector, alone / np.linalg.norm(alone), atol=1e-5)
+        np.testing.assert_allclose(vector, alone / np.linalg.norm(alone), **UNIT)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
 
 
@@ -39,7 +40,7 @@ def test_linear_pooler_for_the_simbert_release(simbert, word_export):
     cls = np.asarray(sequence([ids, np.zeros_like(ids)]))[0, 0]
     kernel, bias = (linear.bert.pooler.kernel.numpy(), linear.bert.pooler.bias.numpy())
     expected = cls @ kernel + bias
-    np.testing.assert_allclose(linear.encode(TEXTS[:1])[0], expected / np.linalg.norm(expected), atol=1e-5)
+    np.testing.assert_allclose(linear.encode(TEXTS[:1])[0], expected / np.linalg.norm(expected), **UNIT)
     assert np.abs(linear.encode(TEXTS[:1]) - simbert.encode(TEXTS[:1])).max() > 1e-3
 
 
@@ -68,6 +69,6 @@ def test_gen_synonyms_drops_the_input_and_duplicates(copy_model):
     texts = [t for t, _ in found]
     assert text not in texts and len(set(texts)) == len(texts) == min(5, len(set(drawn) - {text}))
     vectors = simbert.encode([text] + texts)
-    np.testing.assert_allclose([s for _, s in found], vectors[1:] @ vectors[0], atol=1e-5)
+    np.testing.assert_allclose([s for _, s in found], vectors[1:] @ vectors[0], **UNIT)
     assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
     assert simbert.gen_synonyms(text, n=30, k=5, top_k=3, seed=0) == texts
