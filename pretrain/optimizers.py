@@ -26,6 +26,7 @@ from typing import Dict, Sequence
 import keras
 import tensorflow as tf
 
+from pretrain import run_config
 from pretrain.schedules import build_schedule
 
 DEFAULT_EXCLUDE = ("LayerNorm", "bias")
@@ -262,8 +263,12 @@ class Lookahead(_Wrapper):
 def build_optimizer(config, total_steps, variables=None, num_layers=None):
     """From a config's `optimizer` section (see configs/base.py): base optimizer, schedule and the
     wrappers asked for. `variables` (the trainable variables) are needed for learning-rate
-    multipliers; `num_layers` for layer-wise decay. Raises ValueError on bad settings."""
+    multipliers; `num_layers` for layer-wise decay. Raises ValueError on bad settings, and on
+    fields it does not know (naming the new name of a renamed one)."""
     c = config
+    unknown = run_config.unknown_fields(c, "optimizer.")
+    if unknown:   # e.g. the old `decay` (now decay_shape) would silently keep the linear decay
+        raise ValueError("; ".join(unknown))
     schedule = build_schedule(c, total_steps)
     name = c.name
     if name not in BASES:

@@ -290,6 +290,21 @@ def test_bad_settings_are_refused(kw, message):
         optimizers.build_optimizer(_config(**kw), 100, variables=_variables(), num_layers=NUM_LAYERS)
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("decay", "constant", r"optimizer\.decay: renamed to optimizer\.decay_shape"),
+    ("warmup", 100, r"optimizer\.warmup: no such field \(a typo\?\); the optimizer section has: .*warmup_steps"),
+    ("lookahead.steps", 3, r"optimizer\.lookahead\.steps: no such field .* section has: alpha, k$"),
+])
+def test_unknown_and_renamed_fields_are_refused(field, value, message):
+    """build_optimizer, called without the trainer's config check, must not drop a field silently
+    (the old decay="constant" left the schedule decaying linearly)."""
+    config = _config()
+    section, _, key = field.rpartition(".")
+    (config[section] if section else config)[key] = value
+    with pytest.raises(ValueError, match=message):
+        optimizers.build_optimizer(config, 100, variables=_variables(), num_layers=NUM_LAYERS)
+
+
 def test_unknown_gradient_transform_is_refused():
     with pytest.raises(ValueError, match="Unknown gradient transform 'clip'"):
         updates.build_gradient_transforms([dict(name="clip")], list(SHAPES))
