@@ -15,6 +15,9 @@ Wrappers (any Keras optimizer inside; they compose, e.g. Lookahead(ScaledLR(Lamb
   * `ScaledLR`: per-variable learning-rate multipliers (name patterns, or layer-wise decay).
   * `Lookahead` (Zhang et al., 2019): k fast steps, then slow += alpha * (fast - slow), fast = slow.
 
+Each updates the same way through the trainer's `updates.apply_update`, Keras's `apply_gradients`
+and `model.fit`, and is Keras-serializable (get_config / from_config, `keras.optimizers.serialize`).
+
 `build_optimizer(config.optimizer, total_steps)` builds all of it from a config, with a schedule
 from `schedules` (the update step around it is in `updates`).
 """
@@ -26,6 +29,7 @@ from typing import Dict, Sequence
 import keras
 import tensorflow as tf
 
+from pretrain import run_config
 from pretrain.schedules import build_schedule
 
 DEFAULT_EXCLUDE = ("LayerNorm", "bias")
@@ -45,7 +49,14 @@ def warn_unmatched(what: str, patterns, paths):
 
 
 class _Decoupled(keras.optimizers.Optimizer):
-    """Shared machinery: Adam moments, per-variable flags from name patterns, lazy rows."""
+    """Shared machinery: Adam moments, per-variable flags from name patterns, lazy rows.
+
+    The weight decay is ours, inside `update_step`, and kept as `decoupled_weight_decay`. Keras's
+    base class has a decay of its own, its attribute `weight_decay`, which its `apply` (so
+    `apply_gradients` and `model.fit`) subtracts from every variable before the update: that one
+    stays None here, or LayerNorm and biases would be decayed and the other variables twice.
+    Keras's `exclude_from_weight_decay(var_list, var_names)` excludes variables from ours.
+    """
 
     def __init__(self, learning_rate, weight_decay, beta_1, beta_2, epsilon,
                  exclude_from_weight_decay: Sequence[str], lazy: Sequence[str], name, **kw):
@@ -53,7 +64,8 @@ class _Decoupled(keras.optimizers.Optimizer):
         if weight_decay < 0 or not 0 <= beta_1 < 1 or not 0 <= beta_2 < 1 or epsilon <= 0:
             raise ValueError("%s needs weight_decay >= 0, 0 <= beta_1, beta_2 < 1 and epsilon > 0; "
                              "got %r, %r, %r, %r" % (name, weight_decay, beta_1, beta_2, epsilon))
-        self.weight_decay, self.beta_1, self.beta_2, self.epsilon = weight_decay, beta_1, beta_2, epsilon
+        self.decoupled_weight_decay = weight_decay
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.exclude_decay, self.lazy = tuple(exclude_from_weight_decay), tuple(lazy)
         self._flags = {}
 
@@ -63,15 +75,16 @@ class _Decoupled(keras.optimizers.Optimizer):
         super().build(var_list)
         self._m, self._v = self.add_optimizer_variables(var_list, ["m", "v"])
         for var in var_list:
-            self._flags[self._var_key(var)] = self._variable_flags(var.path)
+            self._flags[self._var_key(var)] = self._variable_flags(var)
         paths = [v.path for v in var_list]
-        if self.weight_decay > 0:
+        if self.decoupled_weight_decay > 0:
             warn_unmatched("exclude_from_weight_decay", self.exclude_decay, paths)
         warn_unmatched("lazy", self.lazy, paths)
 
-    def _variable_flags(self, path):
-        return {"decay": self.weight_decay > 0 and not _matches(self.exclude_decay, path),
-                "lazy": _matches(self.lazy, path)}
+    def _variable_flags(self, var):
+        return {"decay": (self.decoupled_weight_decay > 0 and not _matches(self.exclude_decay, var.path)
+                          and self._use_weight_decay(var)),
+                "lazy": _matches(self.lazy, var.path)}
 
     def update_step(self, gradient, variable, learning_rate):
         flags = self._flags[self._var_key(variable)]
@@ -104,13 +117,21 @@ class _Decoupled(keras.optimizers.Optimizer):
             m, v = m / (1.0 - tf.pow(self.beta_1, t)), v / (1.0 - tf.pow(self.beta_2, t))
         update = m / (tf.sqrt(v) + self.epsilon)
         if flags["decay"]:
-            update += self.weight_decay * variable
+            update += self.decoupled_weight_decay * variable
         return update
 
     def _scale(self, update, variable, flags):
         return 1.0
 
+    def get_config(self):
+        config = super().get_config()
+        config.update(weight_decay=self.decoupled_weight_decay, beta_1=self.beta_1, beta_2=self.beta_2,
+                      epsilon=self.epsilon, exclude_from_weight_decay=list(self.exclude_decay),
+                      lazy=list(self.lazy))
+        return config
 
+
+@keras.saving.register_keras_serializable(package="pretrain")
 class AdamW(_Decoupled):
     def __init__(self, learning_rate=1e-4, weight_decay=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
                  exclude_from_weight_decay=DEFAULT_EXCLUDE, bias_correction=True, lazy=(),
@@ -119,7 +140,11 @@ class AdamW(_Decoupled):
                          exclude_from_weight_decay, lazy, name, **kw)
         self._bias_correction = bias_correction
 
+    def get_config(self):
+        return dict(super().get_config(), bias_correction=self._bias_correction)
 
+
+@keras.saving.register_keras_serializable(package="pretrain")
 class Lamb(_Decoupled):
     _bias_correction = True
 
@@ -136,9 +161,9 @@ class Lamb(_Decoupled):
                            [v.path for v in var_list])
         super().build(var_list)
 
-    def _variable_flags(self, path):
-        flags = super()._variable_flags(path)
-        flags["adapt"] = not _matches(self.exclude_adaptation, path)
+    def _variable_flags(self, var):
+        flags = super()._variable_flags(var)
+        flags["adapt"] = not _matches(self.exclude_adaptation, var.path)
         return flags
 
     def _scale(self, update, variable, flags):
@@ -148,6 +173,15 @@ class Lamb(_Decoupled):
         w_norm, u_norm = tf.norm(variable), tf.norm(update)
         return tf.where((w_norm > 0) & (u_norm > 0), w_norm / tf.maximum(u_norm, 1e-30), 1.0)
 
+    def get_config(self):
+        return dict(super().get_config(), exclude_from_layer_adaptation=list(self.exclude_adaptation))
+
+
+# What Keras does in an optimizer's own `apply`, around its update_step: a wrapped optimizer's
+# `apply` never runs (the wrapper calls its update_step), so these would silently do nothing.
+APPLY_SETTINGS = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
+                  "loss_scale_factor", "gradient_accumulation_steps")
+
 
 class _Wrapper(keras.optimizers.Optimizer):
     """An optimizer around another: same learning rate, the inner one's slots built with ours."""
@@ -155,6 +189,11 @@ class _Wrapper(keras.optimizers.Optimizer):
     def __init__(self, inner: keras.optimizers.Optimizer, name, **kw):
         if not isinstance(inner, keras.optimizers.Optimizer):
             raise ValueError("%s wraps a Keras optimizer, got %r" % (name, inner))
+        ignored = ["%s=%r" % (k, getattr(inner, k)) for k in APPLY_SETTINGS if getattr(inner, k, None)]
+        if ignored:
+            raise ValueError("%s: the wrapped optimizer's %s would be ignored (Keras applies it in an "
+                             "optimizer's own apply, which a wrapper does not call); pass it to the "
+                             "outermost wrapper instead" % (name, ", ".join(ignored)))
         super().__init__(learning_rate=0.0, name=name, **kw)
         self.inner = inner
 
@@ -172,7 +211,30 @@ class _Wrapper(keras.optimizers.Optimizer):
         super().build(var_list)
         self.inner.build(var_list)
 
+    def apply(self, grads, trainable_variables=None):
+        """Keras's update (`apply_gradients`, `model.fit`) advances only this optimizer's counter:
+        the wrapped ones' (their schedule, bias correction) advance with it, as
+        `updates.count_update` does on the trainer's path."""
+        before = tf.identity(self.iterations)
+        super().apply(grads, trainable_variables)
+        advanced = tf.identity(self.iterations) - before   # 0 without gradients or while accumulating
+        inner = self.inner
+        while inner is not None:
+            inner.iterations.assign_add(tf.cast(advanced, inner.iterations.dtype))
+            inner = getattr(inner, "inner", None)
 
+    def get_config(self):
+        config = super().get_config()
+        del config["learning_rate"]   # the inner optimizer's
+        return dict(config, inner=keras.optimizers.serialize(self.inner))
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        inner = keras.optimizers.deserialize(config["inner"], custom_objects=custom_objects)
+        return cls(**dict(config, inner=inner))
+
+
+@keras.saving.register_keras_serializable(package="pretrain")
 class ScaledLR(_Wrapper):
     """Per-variable learning-rate multipliers: `multipliers` maps variable paths to factors
     (1 for paths not listed). See `pattern_multipliers` and `layerwise_multipliers`."""
@@ -192,6 +254,9 @@ class ScaledLR(_Wrapper):
     def update_step(self, gradient, variable, learning_rate):
         scale = self._scales[self._var_key(variable)]
         self.inner.update_step(gradient, variable, learning_rate * scale)
+
+    def get_config(self):
+        return dict(super().get_config(), multipliers=dict(self.multipliers))
 
 
 def pattern_multipliers(rules, paths):
@@ -224,6 +289,7 @@ def layerwise_multipliers(decay: float, num_layers: int, paths):
     return out
 
 
+@keras.saving.register_keras_serializable(package="pretrain")
 class Lookahead(_Wrapper):
     """Lookahead (Zhang et al., 2019) around any Keras optimizer: the inner optimizer takes k fast
     steps; then slow <- slow + alpha * (fast - slow) and fast <- slow. The slow weights start as
@@ -258,12 +324,19 @@ class Lookahead(_Wrapper):
         self.inner.update_step(gradient, variable, learning_rate)
         tf.cond(tf.equal((self.iterations + 1) % self.k, 0), sync, lambda: None)
 
+    def get_config(self):
+        return dict(super().get_config(), k=self.k, alpha=self.alpha)
+
 
 def build_optimizer(config, total_steps, variables=None, num_layers=None):
     """From a config's `optimizer` section (see configs/base.py): base optimizer, schedule and the
     wrappers asked for. `variables` (the trainable variables) are needed for learning-rate
-    multipliers; `num_layers` for layer-wise decay. Raises ValueError on bad settings."""
+    multipliers; `num_layers` for layer-wise decay. Raises ValueError on bad settings, and on
+    fields it does not know (naming the new name of a renamed one)."""
     c = config
+    unknown = run_config.unknown_fields(c, "optimizer.")
+    if unknown:   # e.g. the old `decay` (now decay_shape) would silently keep the linear decay
+        raise ValueError("; ".join(unknown))
     schedule = build_schedule(c, total_steps)
     name = c.name
     if name not in BASES:

@@ -143,13 +143,20 @@ def _leaves(d, prefix=""):
     return out
 
 
+def unknown_fields(config, prefix=""):
+    """A line for each field of `config` that no rule knows: a renamed field with its new name,
+    any other with the fields its section has. `prefix` places a section of a config (e.g.
+    "optimizer." for the `optimizer` section that `build_optimizer` takes)."""
+    values = _leaves(config, prefix)
+    return ["%s: %s" % (path, "renamed to %s" % RENAMED[path] if path in RENAMED
+                         else "no such field (a typo?); %s" % _siblings(path))
+            for path in sorted(set(values) - set(RULES))]
+
+
 def problems(config):
     """Every problem of `config` as "field=value: what is allowed" lines (empty: it is fine)."""
     values = _leaves(config)
-    out = []
-    for path in sorted(set(values) - set(RULES)):
-        out.append("%s: %s" % (path, "renamed to %s" % RENAMED[path] if path in RENAMED
-                                else "no such field (a typo?); %s" % _siblings(path)))
+    out = unknown_fields(config)
     for path in sorted(set(RULES) - set(values)):
         out.append("%s: missing (configs start from configs/base.py's get_config())" % path)
     for path, rule in RULES.items():

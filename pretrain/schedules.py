@@ -17,6 +17,7 @@ SCHEDULES = ("warmup_decay", "piecewise")
 SHAPES = ("linear", "polynomial", "cosine", "constant")
 
 
+@keras.saving.register_keras_serializable(package="pretrain")
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from 0 to `peak` over `warmup_steps`, then down to `end` at `decay_steps` along
     `shape`: linear, polynomial (with `power`), cosine, or constant (no decay)."""
@@ -50,6 +51,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
                     shape=self.shape, power=self.power, end=self.end, step_offset=self.step_offset)
 
 
+@keras.saving.register_keras_serializable(package="pretrain")
 class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
     """`base` times a multiplier interpolated linearly between (step, multiplier) points.
 

@@ -112,6 +112,25 @@ class KerasSGD:
         self.t += 1
 
 
+class KerasAdam:
+    """Keras Adam: the bias correction folded into the step size, epsilon outside it."""
+
+    def __init__(self, lr, beta_1, beta_2, epsilon):
+        self.lr, self.b1, self.b2, self.eps = lr, beta_1, beta_2, epsilon
+        self.m, self.v, self.t = {}, {}, 0
+
+    def step(self, params, grads, lr_scale=None):
+        lr = self.lr(self.t)
+        alpha = lr * math.sqrt(1 - self.b2 ** (self.t + 1)) / (1 - self.b1 ** (self.t + 1))
+        for path, g in grads.items():
+            m = self.b1 * self.m.get(path, np.zeros_like(g)) + (1 - self.b1) * g
+            v = self.b2 * self.v.get(path, np.zeros_like(g)) + (1 - self.b2) * g * g
+            self.m[path], self.v[path] = m, v
+            scale = (lr_scale or {}).get(path, 1.0)
+            params[path] = params[path] - scale * alpha * m / (np.sqrt(v) + self.eps)
+        self.t += 1
+
+
 class Lookahead:
     """Zhang et al. 2019: slow starts at the parameters; every k updates
     slow += alpha * (fast - slow), fast = slow."""

@@ -22,3 +22,14 @@ def test_every_config_resolves_to_a_valid_model(name):
         model["embedding_size"] = model["embedding_size"] or None
         BertConfig.from_dict(model)
         assert c.train.global_batch_size % c.train.micro_batches == 0
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_builds_its_optimizer(name):
+    """build_optimizer refuses fields it does not know: every shipped config must still build."""
+    from pretrain.optimizers import build_optimizer
+
+    module = importlib.import_module("configs." + name)
+    for arg in ("phase1", "phase2") if name == "bert_large" else (None,):
+        c = module.get_config(arg) if arg else module.get_config()
+        build_optimizer(c.optimizer, c.train.steps, variables=[], num_layers=c.model.num_hidden_layers)

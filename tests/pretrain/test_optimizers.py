@@ -1,13 +1,18 @@
 """The optimizer toolkit, step by step against NumPy references written from the formulas.
 
-Every case runs the way the trainer runs: 2 replicas of a MirroredStrategy on logical CPUs, k=3
-micro-batches per update summed locally, one all-reduce, per-variable gradient transforms,
-global-norm clipping, then `updates.apply_update` and the EMA update on every replica (replica
-context, as the trainer's step does) and `updates.count_update`.
+The cases of `test_matches_numpy_reference_and_resumes_exactly` run the way the trainer runs:
+2 replicas of a MirroredStrategy on logical CPUs, k=3 micro-batches per update summed locally,
+one all-reduce, per-variable gradient transforms, global-norm clipping, then
+`updates.apply_update` and the EMA update on every replica (replica context, as the trainer's step
+does) and `updates.count_update`.
 The variables carry BERT-like paths so the exclusion lists, layer-wise decay and lazy rows act on
 them; one of them starts at zero (LAMB's zero-norm branch). Each case is checked for 12 updates at
 1e-6, and a run cut after 6 updates and restored from a checkpoint into fresh objects must end
 where the uninterrupted one does.
+
+`test_every_update_path_matches_the_reference` runs every optimizer and wrapper through each way
+an update can be made: the trainer's (`updates.apply_update`, which calls `update_step`), Keras's
+`apply_gradients`, `model.fit`, and `apply_gradients` of an optimizer rebuilt from its config.
 """
 
 import contextlib
@@ -169,6 +174,8 @@ def _reference(config, data, clip_norm):
     elif c.name == "lamb":
         opt = ref.Lamb(lr, c.weight_decay, c.beta_1, c.beta_2, c.epsilon, c.exclude_from_weight_decay,
                        c.exclude_from_layer_adaptation, lazy=c.lazy)
+    elif c.name == "adam":
+        opt = ref.KerasAdam(lr, c.beta_1, c.beta_2, c.epsilon)
     else:
         opt = ref.KerasSGD(lr, c.momentum)
     scale = None
@@ -250,6 +257,145 @@ def test_matches_numpy_reference_and_resumes_exactly(case, tmp_path):
                                    err_msg="%s: %s after resuming" % (case, p))
 
 
+# ------------------------------------------------------------------ every way of updating
+
+# weight_decay is 0.1 (from _config) unless a case sets it.
+PATH_CASES = {
+    "adamw": dict(name="adamw"),
+    "adamw_no_bias_correction": dict(name="adamw", bias_correction=False),
+    "adamw_lazy_rows": dict(name="adamw", lazy=["word_embeddings"]),
+    "lamb": dict(name="lamb"),
+    "scaled_lr_lamb": dict(name="lamb", layer_decay=0.9, lr_multipliers=[["query", 2.0]]),
+    "lookahead_adamw": dict(name="adamw", lookahead=dict(k=3, alpha=0.5)),
+    "lookahead_scaled_lr_lamb": dict(name="lamb", layer_decay=0.9, lookahead=dict(k=4, alpha=0.8)),
+    "keras_adam": dict(name="adam", weight_decay=0.0),
+    "keras_sgd": dict(name="sgd", weight_decay=0.0, momentum=0.9),
+    "lookahead_keras_sgd": dict(name="sgd", weight_decay=0.0, momentum=0.9, lookahead=dict(k=3, alpha=0.5)),
+}
+
+
+def _batch(data, t):
+    """Update t's REPLICAS * MICRO examples (a, c) of every variable, as one batch."""
+    return [(tf.constant(a[t].reshape((-1,) + a.shape[3:]), tf.float32),
+             tf.constant(c[t].reshape((-1,) + c.shape[3:]), tf.float32)) for a, c in data.values()]
+
+
+def _loss(variables, batch):   # the mean over the batch of what _reference_grads differentiates
+    return tf.add_n([tf.reduce_sum(0.5 * tf.square(v * a - c))
+                     for v, (a, c) in zip(variables, batch)]) / (REPLICAS * MICRO)
+
+
+def _values(variables):
+    return {v.path: v.numpy().astype(np.float64) for v in variables}
+
+
+def _by_trainer_update(optimizer, variables, data):
+    """As the trainer's step: `updates.apply_update` (update_step) then `updates.count_update`."""
+    optimizer.build(variables)
+
+    @tf.function
+    def step(batch):
+        with tf.GradientTape() as tape:
+            loss = _loss(variables, batch)
+        updates.apply_update(optimizer, tape.gradient(loss, variables), variables)
+        updates.count_update(optimizer)
+
+    trajectory = []
+    for t in range(STEPS):
+        step(_batch(data, t))
+        trajectory.append(_values(variables))
+    return trajectory
+
+
+def _by_apply_gradients(optimizer, variables, data):
+    trajectory = []
+    for t in range(STEPS):
+        with tf.GradientTape() as tape:
+            loss = _loss(variables, _batch(data, t))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        trajectory.append(_values(variables))
+    return trajectory
+
+
+def _by_rebuilt_from_config(optimizer, variables, data):
+    """An optimizer rebuilt from its serialized config (model.save does this) must be the same."""
+    rebuilt = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert type(rebuilt) is type(optimizer)
+    return _by_apply_gradients(rebuilt, variables, data)
+
+
+class _Elementwise(keras.Model):
+    """Every variable times its input, flattened into one output: with a squared-error loss,
+    model.fit computes the gradient that _reference_grads does."""
+
+    def __init__(self, variables):
+        super().__init__(name="elementwise")
+        self.ws = list(variables)
+
+    def call(self, a):
+        return a * tf.concat([tf.reshape(w, [-1]) for w in self.ws], 0)
+
+
+def _by_model_fit(optimizer, variables, data):
+    model = _Elementwise(variables)
+    assert [v.path for v in model.trainable_variables] == list(SHAPES)
+    model.compile(optimizer=optimizer,
+                  loss=lambda y, p: 0.5 * tf.reduce_sum(tf.square(p - y), axis=-1))
+    x, y = ([np.concatenate([part[t].reshape(REPLICAS * MICRO, -1) for part in parts], axis=1)
+             for t in range(STEPS)] for parts in zip(*data.values()))
+    trajectory = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: trajectory.append(_values(variables)))
+    model.fit(np.concatenate(x).astype(np.float32), np.concatenate(y).astype(np.float32),
+              batch_size=REPLICAS * MICRO, epochs=1, shuffle=False, verbose=0, callbacks=[record])
+    return trajectory
+
+
+UPDATE_PATHS = {"trainer_update_step": _by_trainer_update, "apply_gradients": _by_apply_gradients,
+                "model_fit": _by_model_fit, "rebuilt_from_config": _by_rebuilt_from_config}
+
+
+@pytest.mark.parametrize("path", sorted(UPDATE_PATHS))
+@pytest.mark.parametrize("case", sorted(PATH_CASES))
+def test_every_update_path_matches_the_reference(case, path):
+    """Keras's apply (apply_gradients, model.fit) adds its own weight decay and counts its own
+    updates: neither may change what our optimizers and wrappers do."""
+    config = _config(**dict(PATH_CASES[case]))
+    data = _data()
+    expected, _ = _reference(config, data, clip_norm=0.0)
+    variables = [_variable(p, v) for p, v in _initial_values().items()]
+    optimizer = optimizers.build_optimizer(config, STEPS, variables=variables, num_layers=NUM_LAYERS)
+    got = UPDATE_PATHS[path](optimizer, variables, data)
+    assert len(got) == STEPS
+    for t in range(STEPS):
+        for p in SHAPES:   # 1e-5: float32 sums in another order (oneDNN kernels) stay well inside
+            np.testing.assert_allclose(got[t][p], expected[t][p], rtol=0, atol=1e-5,
+                                       err_msg="%s via %s: %s after update %d" % (case, path, p, t + 1))
+
+
+def test_keras_exclude_from_weight_decay_is_honoured():
+    """Keras's own way of excluding variables (by name, before build) applies to our decay."""
+    config = _config(name="adamw")
+    data = _data()
+    variables = [_variable(p, v) for p, v in _initial_values().items()]
+    optimizer = optimizers.build_optimizer(config, STEPS, variables=variables)
+    optimizer.exclude_from_weight_decay(var_names=["kernel"])
+    got = _by_apply_gradients(optimizer, variables, data)[-1]
+    expected, _ = _reference(_config(name="adamw", exclude_from_weight_decay=["LayerNorm", "bias", "kernel"]),
+                             data, clip_norm=0.0)
+    for p in SHAPES:
+        np.testing.assert_allclose(got[p], expected[-1][p], rtol=0, atol=1e-5, err_msg=p)
+
+
+@pytest.mark.parametrize("setting", [dict(weight_decay=0.004), dict(clipnorm=1.0), dict(use_ema=True)])
+def test_wrappers_refuse_inner_settings_they_would_ignore(setting):
+    """Keras applies these in an optimizer's own apply, which a wrapper never calls."""
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match="wrapped optimizer's %s=.* would be ignored" % name):
+        optimizers.Lookahead(keras.optimizers.AdamW(**setting) if name == "weight_decay"
+                             else optimizers.AdamW(**setting))
+
+
 def test_schedules_at_their_boundaries():
     warm = schedules.WarmupDecay(1.0, warmup_steps=4, decay_steps=8, shape="linear", step_offset=0)
     assert [round(float(warm(t)), 6) for t in (0, 2, 4, 6, 8, 10)] == [0, 0.5, 1.0, 0.5, 0.0, 0.0]
@@ -288,6 +434,21 @@ def _variables():
 def test_bad_settings_are_refused(kw, message):
     with pytest.raises(ValueError, match=message):
         optimizers.build_optimizer(_config(**kw), 100, variables=_variables(), num_layers=NUM_LAYERS)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("decay", "constant", r"optimizer\.decay: renamed to optimizer\.decay_shape"),
+    ("warmup", 100, r"optimizer\.warmup: no such field \(a typo\?\); the optimizer section has: .*warmup_steps"),
+    ("lookahead.steps", 3, r"optimizer\.lookahead\.steps: no such field .* section has: alpha, k$"),
+])
+def test_unknown_and_renamed_fields_are_refused(field, value, message):
+    """build_optimizer, called without the trainer's config check, must not drop a field silently
+    (the old decay="constant" left the schedule decaying linearly)."""
+    config = _config()
+    section, _, key = field.rpartition(".")
+    (config[section] if section else config)[key] = value
+    with pytest.raises(ValueError, match=message):
+        optimizers.build_optimizer(config, 100, variables=_variables(), num_layers=NUM_LAYERS)
 
 
 def test_unknown_gradient_transform_is_refused():
