@@ -16,7 +16,8 @@ from data_pipeline.tokenizer import load_tokenizer
 from launch import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("input", None, "Input files, globs (local or gs://) or tfds:NAME.", required=True)
+flags.DEFINE_list("input", None, "Input files, globs (local or gs://) or tfds:NAME. " + sources.NAMES_HELP,
+                  required=True)
 flags.DEFINE_string("output", None, "Where to write vocab.txt (wordpiece) or *.model.", required=True)
 flags.DEFINE_enum("kind", "wordpiece", ["wordpiece", "sentencepiece"], "Vocabulary type.")
 flags.DEFINE_integer("vocab_size", 30522, "Target vocabulary size (specials included).")
