@@ -199,7 +199,11 @@ def make_manifest(c, processor, paths, plan, state, read_stats, fingerprint, sec
     if c.task.task == tasks.SIMBERT:
         task_stats["groups_too_small"] = read_stats.groups_too_small
     info = tok.describe()
-    vocab = Vocab(kind=info["kind"], path=info["path"], vocab_size=info["vocab_size"],
+    # The vocabulary's path is recorded absolute (a gs:// or file:// one as it is): the manifest
+    # is read from other working directories (a run, an export), where a path as typed would
+    # name nothing.
+    path = info["path"] if "://" in info["path"] else os.path.abspath(info["path"])
+    vocab = Vocab(kind=info["kind"], path=path, vocab_size=info["vocab_size"],
                   lower_case=info["lower_case"], sha256=info["sha256"], special_ids=tok.special_ids,
                   not_random_replacements=sorted(set(range(tok.vocab_size)) - replacement - specials))
     return Manifest(
