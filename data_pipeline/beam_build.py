@@ -40,7 +40,7 @@ import numpy as np
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from data_pipeline import build_steps as steps
 from data_pipeline import mixing, sources, tasks
@@ -65,6 +65,8 @@ def build(config: BuildConfig):
 
 
 def _pipeline_options(text):
+    """--beam_options -> PipelineOptions, checked here: Beam itself ignores an option it does
+    not know (a typo) and answers a bad value with its whole usage text, then exits."""
     args = shlex.split(text or "")
     if not any(a.startswith("--runner") for a in args):
         # Beam's default runner may fetch a runner binary; name one (FnApiRunner runs here).
@@ -72,7 +74,39 @@ def _pipeline_options(text):
                          "FnApiRunner\" (this machine), \"--runner=DirectRunner "
                          "--direct_running_mode=multi_processing --direct_num_workers=8\", or "
                          "\"--runner=DataflowRunner --project=P --region=R --temp_location=gs://...\".")
-    return PipelineOptions(args)
+    options = PipelineOptions(args)
+    parser = _options_parser(options)
+    known, unknown = parser.parse_known_args(args)
+    if unknown:
+        raise BuildError("--beam_options: unknown Beam option %s (check its spelling, and that "
+                         "the runner %s takes it)." % (" ".join(unknown), known.runner))
+    return options
+
+
+class _Parser(Exception):
+    """Carries Beam's option parser out of `get_all_options`, before it parses anything."""
+
+
+def _options_parser(options):
+    """Beam's parser of every pipeline option known once the runner's module is imported (as
+    the pipeline imports it), whose errors are one BuildError line instead of usage and exit."""
+    try:
+        beam.runners.create_runner(options.view_as(StandardOptions).runner)
+    except ValueError as e:   # an unknown runner name: Beam lists the known ones
+        raise BuildError("--beam_options: %s" % e)
+
+    def grab(parser):
+        raise _Parser(parser)
+    try:
+        options.get_all_options(add_extra_args_fn=grab)
+    except _Parser as e:
+        parser = e.args[0]
+
+    def error(message):
+        if not message.startswith("ambiguous option: "):   # Beam's parser ignores those too
+            raise BuildError("--beam_options: %s" % message)
+    parser.error = error
+    return parser
 
 
 def _build(c: BuildConfig, options):

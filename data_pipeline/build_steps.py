@@ -23,6 +23,7 @@ from storage.lock import DirectoryLock, LockError
 
 BUILDER_VERSION = "1.0"
 STATE_FILE = "_build_state.json"
+DUPLICATE_WARNING = 0.5   # warn when more than this fraction of the documents were duplicates
 
 
 def lock_output(c: BuildConfig, command: str) -> DirectoryLock:
@@ -198,7 +199,11 @@ def make_manifest(c, processor, paths, plan, state, read_stats, fingerprint, sec
     if c.task.task == tasks.SIMBERT:
         task_stats["groups_too_small"] = read_stats.groups_too_small
     info = tok.describe()
-    vocab = Vocab(kind=info["kind"], path=info["path"], vocab_size=info["vocab_size"],
+    # The vocabulary's path is recorded absolute (a gs:// or file:// one as it is): the manifest
+    # is read from other working directories (a run, an export), where a path as typed would
+    # name nothing.
+    path = info["path"] if "://" in info["path"] else os.path.abspath(info["path"])
+    vocab = Vocab(kind=info["kind"], path=path, vocab_size=info["vocab_size"],
                   lower_case=info["lower_case"], sha256=info["sha256"], special_ids=tok.special_ids,
                   not_random_replacements=sorted(set(range(tok.vocab_size)) - replacement - specials))
     return Manifest(
@@ -289,7 +294,27 @@ def summary(m: Manifest, c):
     if st["invalid_utf8_lines"] or st["bad_json_lines"]:
         lines.append("  skipped bad input: %d invalid UTF-8 lines, %d bad JSON lines (first: %s)"
                      % (st["invalid_utf8_lines"], st["bad_json_lines"], "; ".join(st["first_problems"])))
+    read = sum(s["documents_read"] for s in m.sources)
+    dropped = sum(s["duplicates_dropped"] for s in m.sources)
+    if c.source.dedup != "none":
+        lines.append("  duplicates dropped (--dedup=%s): %d of %d" % (c.source.dedup, dropped, read))
     log("\n".join(lines), c)
+    # Warnings are printed whatever --progress says: they are about what the build holds.
+    warnings = []
+    if read and dropped > DUPLICATE_WARNING * read:
+        warnings.append("%d of the %d documents read (%d%%) were duplicates and were dropped "
+                        "(--dedup=%s): check the inputs (the same file given twice?)."
+                        % (dropped, read, 100 * dropped // read, c.source.dedup))
+    asked = {"train": c.num_shards, "eval": c.num_eval_shards}
+    for split, info in m.splits.items():
+        empty = sum(1 for shard in info.shards if not shard.examples)
+        if info.examples < asked[split] or empty:
+            warnings.append("%s: %d example(s) in %d shard(s), %d of them empty, where --%s=%d "
+                            "were asked: the input is too small for that many shards."
+                            % (split, info.examples, len(info.shards), empty,
+                               "num_shards" if split == "train" else "num_eval_shards", asked[split]))
+    for warning in warnings:
+        print("build_data: warning: %s" % warning, file=sys.stderr, flush=True)
 
 
 def log(text, c):

@@ -17,6 +17,7 @@ A manifest of a newer format than this code knows is refused with an error sayin
 import base64
 import dataclasses
 import json
+import os
 from typing import Dict, List, Optional
 
 from data_pipeline import schema
@@ -139,6 +140,8 @@ class Manifest:
             fields = {k: v for k, v in d.items() if k in known}
             fields["features"] = schema.from_manifest(d["features"])
             fields["vocab"] = Vocab.from_dict(d["vocab"]) if d.get("vocab") else None
+            if fields["vocab"] and data_dir:
+                fields["vocab"].path = _vocab_path(fields["vocab"].path, data_dir)
             fields["splits"] = {name: _split(s) for name, s in d["splits"].items()}
             fields["format_version"] = version
             return cls(data_dir=data_dir, **fields)
@@ -209,6 +212,16 @@ class Manifest:
                     problems.append((path, "CRC32C %s, %s when built (its bytes changed)"
                                      % (crc, shard.crc32c)))
         return problems
+
+
+def _vocab_path(path, data_dir):
+    """Manifests written before vocabulary paths were made absolute hold the path as typed: it is
+    taken from the working directory as before or, where nothing is there, from the data
+    directory's."""
+    if "://" in path or os.path.isabs(path) or fs.exists(path):
+        return path
+    beside = fs.join(data_dir, path)
+    return beside if fs.exists(beside) else path
 
 
 def _split(d):

@@ -14,6 +14,8 @@ import dataclasses
 import gzip
 import io
 import json
+import math
+import os
 import re
 from typing import Iterator, List, Optional
 
@@ -21,8 +23,14 @@ from storage import fs
 
 TFDS_PREFIX = "tfds:"
 DEDUP = ("none", "documents")
-# A named, weighted source: NAME:PATTERN:WEIGHT (e.g. wiki:gs://b/wiki/*.txt:1.0).
-_WEIGHTED = re.compile(r"^([A-Za-z_][\w.-]*):(.+):(\d+(?:\.\d*)?|\.\d+)$")
+# A named, weighted source: NAME:PATTERN:WEIGHT (e.g. wiki:gs://b/wiki/*.txt:1.0). Whatever
+# follows the last colon is the weight (checked), unless it holds a slash (a path's colon).
+_WEIGHTED = re.compile(r"^([A-Za-z_][\w.-]*):(?!//)(.+):([^:/]*)$")
+_GLOB_CHARS = re.compile(r"[*?[]")
+NAMES_HELP = ("Entries are comma-separated; an existing local file is read as named, commas, "
+              "[ ] * ? and colons included. Otherwise quote an entry holding a comma "
+              "(--input='\"gs://b/a,b.txt\",c.txt') and write a literal [ in a glob as [[] "
+              "(a[[]1]*.txt matches a[1]x.txt).")
 _INVALID_BYTE = re.compile("[\udc80-\udcff]")  # How surrogateescape decoding marks a bad byte.
 _MAX_REPORTED = 5
 
@@ -72,15 +80,14 @@ class Source:
 
 def parse_inputs(inputs) -> List[Source]:
     """--input entries -> Sources. An entry is PATTERN (weight 1), or NAME:PATTERN:WEIGHT to mix
-    corpora: a weight above 1 repeats a source's documents, below 1 samples them."""
+    corpora: a weight above 1 repeats a source's documents, below 1 samples them. An entry that
+    names an existing local file is that file, whatever it holds (colons, commas: entries that
+    --input's comma split cut out of one file name are put back together)."""
     out = []
-    for k, entry in enumerate(inputs):
-        m = _WEIGHTED.match(entry)
+    for k, entry in enumerate(_rejoin_file_names(list(inputs))):
+        m = None if _is_local_file(entry) else _WEIGHTED.match(entry)
         if m and m.group(1) != TFDS_PREFIX[:-1]:
-            source = Source(m.group(1), m.group(2), float(m.group(3)))
-            if source.weight <= 0:
-                raise InputError("--input %r: the weight must be > 0 (leave the source out "
-                                 "instead)." % entry)
+            source = Source(m.group(1), m.group(2), _weight(entry, m.group(3)))
         else:
             source = Source("input%d" % k, entry)
         out.append(source)
@@ -89,6 +96,34 @@ def parse_inputs(inputs) -> List[Source]:
     if twice:
         raise InputError("--input names %s more than once: give each source its own name."
                          % ", ".join(twice))
+    return out
+
+
+def _weight(entry, text):
+    try:
+        weight = float(text)
+    except ValueError:
+        weight = None
+    if weight is None or not math.isfinite(weight) or weight <= 0:
+        raise InputError("--input %r: weight %r is not a number > 0: weights must be finite and > 0 "
+                         "(NAME:PATTERN:WEIGHT, e.g. wiki:wiki/*.txt:1.5; leave a source out rather "
+                         "than weigh it 0)." % (entry, text))
+    return weight
+
+
+def _is_local_file(path):
+    return not fs.is_remote(path) and not path.startswith(TFDS_PREFIX) and os.path.isfile(path)
+
+
+def _rejoin_file_names(entries):
+    """Entries as given, except that consecutive ones whose comma-joined text is an existing
+    local file (`a[1],b.txt`, cut in two by the flag's comma split) become that one entry."""
+    out, i = [], 0
+    while i < len(entries):
+        j = next((j for j in range(len(entries), i + 1, -1)
+                  if _is_local_file(",".join(entries[i:j]))), i + 1)
+        out.append(",".join(entries[i:j]))
+        i = j
     return out
 
 
@@ -102,10 +137,13 @@ def resolve_inputs(inputs) -> List[str]:
         if pattern.startswith(TFDS_PREFIX):
             paths.append(pattern)
             continue
-        matches = [p for p in fs.glob(pattern) if not fs.isdir(p)]
+        if _GLOB_CHARS.search(pattern) and _is_local_file(pattern):
+            matches = [pattern]     # a file named with [ ], * or ?: itself, not what it matches
+        else:
+            matches = [p for p in fs.glob(pattern) if not fs.isdir(p)]
         if not matches:
             raise InputError("Input %r matches no file (check --input; paths are relative to %s)."
-                             % (pattern, __import__("os").getcwd()))
+                             % (pattern, os.getcwd()))
         paths.extend(matches)
     return paths
 

@@ -357,6 +357,14 @@ def _read_vocab_lines(path):
     vocab = [line.strip() for line in lines]
     if not vocab:
         raise VocabError("Vocabulary %s is empty." % path)
+    # A token twice would have two ids, and a lookup by name (a special's) would take the later
+    # one: a duplicated [MASK] silently moves the mask id. Google's loader does not check this.
+    first = {}
+    for number, token in enumerate(vocab, 1):
+        if token in first:
+            raise VocabError("Vocabulary %s has token %r twice, on lines %d and %d: each token must "
+                             "appear once (remove one line)." % (path, token, first[token], number))
+        first[token] = number
     return vocab
 
 

@@ -33,7 +33,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from data_pipeline import build_config
+from data_pipeline import build_config, sources
 from launch import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +47,7 @@ config_flags.DEFINE_config_file("config", os.path.join(ROOT, "configs", "data", 
 SHORTCUTS = {
     "input": ("source.inputs", "Input files, globs (local or gs://), or tfds:NAME[/CONFIG][:VERSION]; "
               "NAME:PATTERN:WEIGHT mixes sources (a weight above 1 repeats a source's documents, "
-              "below 1 samples them)."),
+              "below 1 samples them). " + sources.NAMES_HELP),
     "vocab": ("vocab", "vocab.txt (WordPiece) or *.model (SentencePiece)."),
     "output_dir": ("output_dir", "Directory for shards and manifest.json (local or gs://)."),
     "task": ("task.task", "mlm: masked LM (+NSP/SOP); unilm: seq2seq [CLS] source [SEP] target "

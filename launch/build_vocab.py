@@ -16,7 +16,8 @@ from data_pipeline.tokenizer import load_tokenizer
 from launch import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("input", None, "Input files, globs (local or gs://) or tfds:NAME.", required=True)
+flags.DEFINE_list("input", None, "Input files, globs (local or gs://) or tfds:NAME. " + sources.NAMES_HELP,
+                  required=True)
 flags.DEFINE_string("output", None, "Where to write vocab.txt (wordpiece) or *.model.", required=True)
 flags.DEFINE_enum("kind", "wordpiece", ["wordpiece", "sentencepiece"], "Vocabulary type.")
 flags.DEFINE_integer("vocab_size", 30522, "Target vocabulary size (specials included).")
@@ -33,32 +34,41 @@ flags.DEFINE_float("max_bad_line_fraction", 0.01, "Fail when more lines than thi
                    "JSON (fewer are skipped and counted), as launch.build_data does.")
 
 
+def check_bad_lines(stats):
+    """ValueError when more than --max_bad_line_fraction of the lines read were not text."""
+    bad = stats.invalid_utf8_lines + stats.bad_json_lines
+    if bad and bad / max(stats.lines, 1) > FLAGS.max_bad_line_fraction:
+        raise ValueError("%d of %d lines are invalid UTF-8 or JSON, more than "
+                         "--max_bad_line_fraction=%g: is the input text? First ones: %s"
+                         % (bad, stats.lines, FLAGS.max_bad_line_fraction,
+                            "; ".join("%s:%d %s" % p for p in stats.problems)))
+
+
 def main(argv):
     del argv
     config = sources.SourceConfig(inputs=tuple(FLAGS.input), input_format=FLAGS.input_format,
                                   text_field=FLAGS.text_field, tfds_data_dir=FLAGS.tfds_data_dir)
     staged = FLAGS.output + ".tmp-%d" % os.getpid()   # the vocabulary goes in place once checked
+    stats = sources.ReadStats()
     try:
         paths = sources.resolve_inputs(config.inputs)
-        stats = sources.ReadStats()
         texts = (s for doc in sources.iter_documents(config, paths, stats) for s in doc)
         if FLAGS.max_sentences:
             texts = itertools.islice(texts, FLAGS.max_sentences)
         if os.path.dirname(FLAGS.output):
             os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
-        if FLAGS.kind == "wordpiece":
-            vocab.build_wordpiece(texts, staged, FLAGS.vocab_size, FLAGS.lower_case,
-                                  FLAGS.min_frequency, FLAGS.num_reserved)
-        else:
-            vocab.build_sentencepiece(texts, staged, FLAGS.vocab_size, FLAGS.model_type,
-                                      FLAGS.character_coverage, FLAGS.lower_case, FLAGS.num_reserved,
-                                      FLAGS.max_sentences or 10_000_000)
-        bad = stats.invalid_utf8_lines + stats.bad_json_lines
-        if bad and bad / max(stats.lines, 1) > FLAGS.max_bad_line_fraction:
-            raise ValueError("%d of %d lines are invalid UTF-8 or JSON, more than "
-                             "--max_bad_line_fraction=%g: is the input text? First ones: %s"
-                             % (bad, stats.lines, FLAGS.max_bad_line_fraction,
-                                "; ".join("%s:%d %s" % p for p in stats.problems)))
+        try:
+            if FLAGS.kind == "wordpiece":
+                vocab.build_wordpiece(texts, staged, FLAGS.vocab_size, FLAGS.lower_case,
+                                      FLAGS.min_frequency, FLAGS.num_reserved)
+            else:
+                vocab.build_sentencepiece(texts, staged, FLAGS.vocab_size, FLAGS.model_type,
+                                          FLAGS.character_coverage, FLAGS.lower_case,
+                                          FLAGS.num_reserved, FLAGS.max_sentences or 10_000_000)
+        finally:
+            # Checked even when the trainer failed: on binary input SentencePiece fails with an
+            # error of its own (too many characters) that does not say the input is not text.
+            check_bad_lines(stats)
         os.replace(staged, FLAGS.output)
         tok = load_tokenizer(FLAGS.output, lower_case=FLAGS.lower_case)
     except (ValueError, OSError, RuntimeError) as e:
@@ -68,6 +78,7 @@ def main(argv):
         if os.path.exists(staged):
             os.remove(staged)
     common.record_command(os.path.dirname(FLAGS.output) or ".", "launch.build_vocab")
+    bad = stats.invalid_utf8_lines + stats.bad_json_lines
     if bad:
         print("skipped %d invalid line(s) (first: %s)" % (bad, "; ".join(
             "%s:%d %s" % p for p in stats.problems)), file=sys.stderr)

@@ -6,7 +6,7 @@ program on worker 0, shows its log and deletes the TPU, through `gcloud`.
     python -m launch.tpu_vm setup  --name=bert --zone=us-central2-b --accelerator_type=v4-32
     python -m launch.tpu_vm run    --name=bert --zone=us-central2-b --accelerator_type=v4-32 -- \
         python3 -m launch.pretrain --config=configs/bert_base.py --config.distribute.name=tpu \
-        --config.distribute.tpu=bert --config.data.train_dir=gs://bucket/data/wiki_128 \
+        --config.data.train_dir=gs://bucket/data/wiki_128 \
         --workdir=gs://bucket/runs/base
     python -m launch.tpu_vm logs   --name=bert --zone=us-central2-b [--follow]
     python -m launch.tpu_vm delete --name=bert --zone=us-central2-b
@@ -22,8 +22,9 @@ worker 0 only. On a single-host slice it uses the local chips (`--config.distrib
 with the PJRT environment); on a pod slice it reaches every host through the TPU's name
 (`--config.distribute.tpu=<name>`, TPU_NAME, TPU_LOAD_LIBRARY=0 so that this client leaves the
 local chips to the host's TPU runtime), and the other hosts run nothing but that runtime
-(`setup` points it at the TensorFlow version's gRPC worker). `setup` installs on every host;
-`logs` reads worker 0's log.
+(`setup` points it at the TensorFlow version's gRPC worker). A training program that does not
+name the TPU (`--config.distribute.name=tpu` alone) is given `--config.distribute.tpu=` --name
+(or `local` on a single host). `setup` installs on every host; `logs` reads worker 0's log.
 
 --dry_run prints the exact commands instead of running them. `create` first checks the gs://
 workdir and data (bucket exists, data has a manifest.json, you may write the workdir, bucket
@@ -217,14 +218,19 @@ def run_command(program):
                        "0 drives every host of the slice; on more hosts each would start a client of "
                        "the whole slice (and write the same checkpoints). Leave --worker unset."
                        % worker)
-    if trains_on_tpu and hosts > 1 and tpu != FLAGS.name:
+    # The TPU to reach is known here (--name, or "local" on one host): a program that does not
+    # say is given it; one that says something else is refused.
+    wanted = FLAGS.name if hosts > 1 else "local"
+    if trains_on_tpu and tpu is None:
+        program = list(program) + ["--config.distribute.tpu=%s" % wanted]
+    elif trains_on_tpu and hosts > 1 and tpu != wanted:
         raise TpuError("%s has %d hosts: the client on worker 0 reaches them through the TPU's "
-                       "name%s. Pass --config.distribute.tpu=%s." % (
+                       "name%s. Pass --config.distribute.tpu=%s (or leave it out)." % (
                            FLAGS.accelerator_type, hosts, " (with tpu=local it would drive only "
                            "its own host's chips)" if tpu == "local" else "", FLAGS.name))
-    if trains_on_tpu and hosts == 1 and tpu != "local":
+    elif trains_on_tpu and tpu != wanted:
         raise TpuError("%s is a single-host slice: its chips are this VM's. Pass "
-                       "--config.distribute.tpu=local." % FLAGS.accelerator_type)
+                       "--config.distribute.tpu=local (or leave it out)." % FLAGS.accelerator_type)
     env = tpu_environment(hosts)
     log = "logs/%s.log" % FLAGS.job
     steps = ["cd ~/%s" % FLAGS.remote_dir, "mkdir -p logs"]

@@ -180,3 +180,32 @@ def test_the_launcher_runs_the_beam_engine(corpus_dir, wordpiece_vocab, tmp_path
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Beam metrics: bytes" in done.stderr and "Built %s" % (tmp_path / "o") in done.stderr
     assert np.isfinite(Manifest.load(str(tmp_path / "o")).splits["train"].examples)
+
+
+@pytest.mark.parametrize("options,message", [
+    (FN_API + " --direct_num_worker=2",
+     "--beam_options: unknown Beam option --direct_num_worker=2 (check its spelling"),
+    (DIRECT.replace("=2", "=two"),
+     "--beam_options: argument --direct_num_workers: invalid int value: 'two'"),
+    ("--runner=DirectRunner --direct_running_mode=fast",
+     "--beam_options: argument --direct_running_mode: invalid choice: 'fast'"),
+])
+def test_beam_options_are_checked_in_one_line_before_the_pipeline(corpus_dir, wordpiece_vocab, tmp_path,
+                                                                  options, message):
+    """Beam ignores an option it does not know and answers a bad value with 137 lines of usage and
+    an exit: both are one line here, before anything is read or written."""
+    import subprocess
+    import sys
+
+    with pytest.raises(BuildError) as e:
+        beam_build._pipeline_options(options)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-m", "launch.build_data", "--input=%s" % (corpus_dir / "en.txt"),
+                           "--vocab=%s" % wordpiece_vocab, "--output_dir=%s" % (tmp_path / "o"),
+                           "--engine=beam", "--beam_options=%s" % options],
+                          cwd=root, env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and done.stderr.splitlines() == ["build_data: error: " + str(e.value)], \
+        done.stderr[-3000:]
+    assert not os.path.exists(tmp_path / "o")

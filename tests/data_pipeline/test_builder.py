@@ -2,12 +2,15 @@ import dataclasses
 import gzip
 import json
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline import builder, loader, schema, sources
+from data_pipeline import builder, loader, sample_corpus, schema, sources
 from data_pipeline.instances import InstanceConfig
 from data_pipeline.manifest import Manifest, ManifestError
 
@@ -18,7 +21,8 @@ def _config(corpus_dir, vocab, out, inputs=("en.txt", "zh.txt"), **kw):
     kw.setdefault("instance", InstanceConfig(seq_len=64))
     kw.setdefault("docs_per_chunk", 4)
     kw.setdefault("num_shards", 3)
-    return builder.BuildConfig(output_dir=str(out), vocab=vocab, progress=False,
+    kw.setdefault("progress", False)
+    return builder.BuildConfig(output_dir=str(out), vocab=vocab,
                                source=sources.SourceConfig(inputs=inputs, **source_kw), **kw)
 
 
@@ -130,6 +134,68 @@ def test_tfds_input(wordpiece_vocab, corpus_dir, tmp_path):
     with tfds.testing.mock_data(num_examples=12, as_dataset_fn=None):
         m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", inputs=("tfds:imdb_reviews",)))
     assert m.splits["train"].examples > 0 and m.stats["documents"] == 12
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _cli(module, *args):
+    return subprocess.run([sys.executable, "-m", module] + list(args), cwd=ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
+
+
+@pytest.mark.parametrize("weight", ["-1", "abc", "nan", "inf", "0"])
+def test_a_bad_mixing_weight_is_one_line_naming_the_input(corpus_dir, wordpiece_vocab, tmp_path, weight):
+    """Read as part of the path before, it ended in "matches no file"."""
+    entry = "wiki:%s:%s" % (corpus_dir / "en.txt", weight)
+    message = "--input %r: weight %r is not a number > 0: weights must be finite and > 0" % (entry, weight)
+    with pytest.raises(builder.BuildError, match=re.escape(message)):
+        builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", inputs=(entry,)))
+    if weight == "nan":   # the launcher: exit 2, that one line
+        done = _cli("launch.build_data", "--input=%s" % entry, "--vocab=%s" % wordpiece_vocab,
+                    "--output_dir=%s" % (tmp_path / "cli"))
+        assert done.returncode == 2 and done.stderr.splitlines()[0] == "build_data: error: " + message \
+            + " (NAME:PATTERN:WEIGHT, e.g. wiki:wiki/*.txt:1.5; leave a source out rather than weigh it 0).", done.stderr
+
+
+def test_dedup_is_counted_on_the_console_and_a_mostly_duplicate_or_too_small_build_warns(
+        corpus_dir, wordpiece_vocab, tmp_path, capsys):
+    (tmp_path / "same.txt").write_text("The same short document, again.\n\n" * 300)
+    m = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "o", inputs=(str(tmp_path / "same.txt"),),
+                              num_shards=2, progress=True, source_kw=dict(dedup="documents")))
+    err = capsys.readouterr().err
+    assert "  duplicates dropped (--dedup=documents): 299 of 300\n" in err, err
+    assert ("build_data: warning: 299 of the 300 documents read (99%) were duplicates and were "
+            "dropped (--dedup=documents): check the inputs" in err), err
+    assert m.splits["train"].examples == 1
+    assert ("build_data: warning: train: 1 example(s) in 1 shard(s), 0 of them empty, where "
+            "--num_shards=2 were asked: the input is too small for that many shards.") in err, err
+    # An ordinary build says nothing of the kind, and its shards are the same bytes with or
+    # without dedup when nothing is duplicated.
+    plain = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "p", inputs=("en.txt",),
+                                  progress=True))
+    deduped = builder.build(_config(corpus_dir, wordpiece_vocab, tmp_path / "d", inputs=("en.txt",),
+                                    progress=True, source_kw=dict(dedup="documents")))
+    err = capsys.readouterr().err
+    assert "warning" not in err and "duplicates dropped (--dedup=documents): 0 of " in err, err
+    assert _bytes(tmp_path / "p", plain) == _bytes(tmp_path / "d", deduped)
+
+
+def test_a_file_named_with_brackets_and_a_comma_is_an_input(corpus_dir, tmp_path):
+    """`a[1],b.txt` as a glob matches `a1,b.txt`, and --input's comma split cuts it in two: an
+    existing file is taken as named first. Quoting the entry (CSV) keeps a comma too."""
+    odd = tmp_path / "a[1],b.txt"
+    odd.write_text((corpus_dir / "en.txt").read_text())
+    (tmp_path / "a1,b.txt").write_text("a decoy the glob would match\n")
+    assert sources.resolve_inputs(["%s/a[1]" % tmp_path, "b.txt"]) == [str(odd)]
+    assert sources.resolve_inputs([str(odd)]) == [str(odd)]
+    assert sources.resolve_inputs(["%s/a[[]1]*" % tmp_path]) == [str(odd)]   # the glob escape
+    for flag in ("--input=%s" % odd, '--input="%s"' % odd):
+        out = tmp_path / ("v%d" % len(flag)) / "vocab.txt"
+        done = _cli("launch.build_vocab", flag, "--output=%s" % out, "--vocab_size=300",
+                    "--min_frequency=1")
+        assert done.returncode == 0, done.stderr
+        assert "quick" in out.read_text() or len(out.read_text().splitlines()) == 300
 
 
 def _records(out, manifest, keys):

@@ -81,3 +81,32 @@ def test_verify_names_truncated_and_changed_shards(built, tmp_path):
     problems = dict(m.verify(checksums=True))
     assert problems[first].startswith("10 bytes, %d when built" % m.splits["train"].shards[0].bytes)
     assert problems[second].startswith("CRC32C ")
+
+
+def test_the_vocabulary_path_is_recorded_absolute_and_old_relative_ones_still_resolve(
+        corpus_dir, wordpiece_vocab, tmp_path, monkeypatch):
+    """--vocab as typed (relative) named nothing from another working directory (a run started
+    elsewhere). It is recorded absolute now; a manifest that holds a relative path is read
+    against the working directory as before, then against the data directory."""
+    (tmp_path / "project" / "vocab").mkdir(parents=True)
+    shutil.copy(wordpiece_vocab, tmp_path / "project" / "vocab" / "vocab.txt")
+    monkeypatch.chdir(tmp_path / "project")
+    m = builder.build(builder.BuildConfig(
+        output_dir="data", vocab="vocab/vocab.txt", progress=False, num_shards=1,
+        instance=InstanceConfig(seq_len=32), source=sources.SourceConfig(inputs=(str(corpus_dir / "en.txt"),))))
+    recorded = json.load(open(tmp_path / "project" / "data" / MANIFEST_FILE))["vocab"]["path"]
+    assert recorded == m.vocab.path == str(tmp_path / "project" / "vocab" / "vocab.txt")
+    monkeypatch.chdir(tmp_path)
+    assert os.path.exists(Manifest.load(str(tmp_path / "project" / "data")).vocab.path)
+
+    # A manifest of an older build: the path as typed.
+    d = json.load(open(tmp_path / "project" / "data" / MANIFEST_FILE))
+    d["vocab"]["path"] = "vocab/vocab.txt"
+    (tmp_path / "project" / "data" / MANIFEST_FILE).write_text(json.dumps(d))
+    monkeypatch.chdir(tmp_path / "project")                        # where it was built: as before
+    assert Manifest.load("data").vocab.path == "vocab/vocab.txt"
+    monkeypatch.chdir(tmp_path)                                    # elsewhere: not found, kept as is
+    assert Manifest.load("project/data").vocab.path == "vocab/vocab.txt"
+    shutil.copytree(tmp_path / "project" / "vocab", tmp_path / "project" / "data" / "vocab")
+    assert Manifest.load("project/data").vocab.path == os.path.join("project/data", "vocab/vocab.txt")
+    assert os.path.exists(Manifest.load("project/data").vocab.path)

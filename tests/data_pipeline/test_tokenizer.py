@@ -1,6 +1,7 @@
 import logging
 import os
 import random
+import re
 import unicodedata
 
 import numpy as np
@@ -204,6 +205,27 @@ def test_vocab_without_specials_is_refused(tmp_path):
     path.write_text("[PAD]\n[UNK]\nhello\n")
     with pytest.raises(tk.VocabError, match=r"lacks the special token\(s\) \[CLS\], \[SEP\], \[MASK\]"):
         tk.load_tokenizer(str(path))
+
+
+def test_a_token_twice_in_a_vocabulary_is_refused_wherever_it_is_loaded(tmp_path, corpus_dir):
+    """A second [MASK] would silently move the mask id (the later line wins a lookup by name):
+    the tokenizer, the data build and a fine-tuning load all refuse the file, naming the token
+    and both lines."""
+    from data_pipeline import builder, sources
+    from pretrain import finetune
+
+    path = tmp_path / "vocab.txt"
+    path.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\n[MASK]\nworld\n")
+    message = "Vocabulary %s has token '[MASK]' twice, on lines 5 and 7" % path
+    with pytest.raises(tk.VocabError) as e:
+        tk.load_tokenizer(str(path))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    config = builder.BuildConfig(output_dir=str(tmp_path / "out"), vocab=str(path), progress=False,
+                                 source=sources.SourceConfig(inputs=(str(corpus_dir / "en.txt"),)))
+    with pytest.raises(builder.BuildError, match=re.escape(message)):
+        builder.build(config)
+    with pytest.raises(finetune.CheckpointError, match=re.escape(message)):
+        finetune.load_finetune_tokenizer(str(path))
 
 
 def test_missing_vocab_names_the_file(tmp_path):

@@ -1,7 +1,7 @@
 """The entry points under abuse, as a user meets it: one run per workdir (and a killed holder does
 not block the relaunch), Ctrl-C saves, one build per output directory, workers that die with
-their parent, garbage for a vocabulary, an unwritable output or a full disk, typos that fail
-before TensorFlow loads, and no start-up noise."""
+their parent, garbage for a vocabulary (WordPiece or SentencePiece), an unwritable output or a
+full disk, typos that fail before TensorFlow loads, and no start-up noise."""
 
 import errno
 import json
@@ -155,6 +155,21 @@ def test_build_vocab_refuses_binary_garbage_and_never_exceeds_the_size(corpus_di
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(open(tmp_path / "zh" / "vocab.txt", encoding="utf-8").read().splitlines()) == 120
+
+
+def test_build_vocab_sentencepiece_refuses_binary_garbage_as_wordpiece_does(tmp_path):
+    """SentencePiece fails on binary input with an error of its own (more characters than the
+    vocabulary size); the is-this-text check is what the user is shown."""
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(os.urandom(200_000))
+    done = subprocess.run([sys.executable, "-m", "launch.build_vocab", "--kind=sentencepiece",
+                           "--input=%s" % garbage, "--output=%s" % (tmp_path / "v" / "sp.model"),
+                           "--vocab_size=1000"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "invalid UTF-8 or JSON, more than --max_bad_line_fraction" in done.stderr, done.stderr
+    assert "INTERNAL" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "v" / "sp.model")
 
 
 def test_an_unwritable_output_fails_before_reading_the_input(corpus_dir, wordpiece_vocab):

@@ -66,11 +66,20 @@ GOLDEN = [
      "export TPU_LOAD_LIBRARY=0 && export TPU_NAME=bert && "
      "(nohup python3 -m launch.pretrain --config=configs/bert_base.py --config.distribute.name=tpu "
      "--config.distribute.tpu=bert --workdir=gs://b/runs/x >> logs/pretrain.log 2>&1 < /dev/null &)'\n"),
-    (("run",) + V5E + ("--",) + PRETRAIN,
+    # a program that does not name the TPU is given --name (the pod's) or local (one host)
+    (("run",) + V5E + ("--",) + PRETRAIN[:5] + PRETRAIN[6:],
      "gcloud compute tpus tpu-vm ssh bert --zone=us-west4-a --worker=0 --command "
      "'cd ~/bert-tf-pretrain && mkdir -p logs && export TPU_LOAD_LIBRARY=0 && export TPU_NAME=bert && "
      "(nohup python3 -m launch.pretrain --config=configs/bert_base.py --config.distribute.name=tpu "
-     "--config.distribute.tpu=bert --workdir=gs://b/runs/x >> logs/pretrain.log 2>&1 < /dev/null &)'\n"),
+     "--workdir=gs://b/runs/x --config.distribute.tpu=bert >> logs/pretrain.log 2>&1 < /dev/null &)'\n"),
+    (("run",) + V4_ONE + ("--", "python3", "-m", "launch.pretrain", "--config.distribute.name=tpu"),
+     "gcloud compute tpus tpu-vm ssh bert --zone=us-central2-b --worker=0 --command "
+     "'cd ~/bert-tf-pretrain && mkdir -p logs && export NEXT_PLUGGABLE_DEVICE_USE_C_API=true && "
+     "export PJRT_DEVICE=TPU && export TPU_NAME=local && "
+     "export TF_PLUGGABLE_DEVICE_LIBRARY_PATH=$(python3 -c '\"'\"'import libtpu; "
+     "print(libtpu.get_library_path())'\"'\"' 2>/dev/null || echo /lib/libtpu.so) && "
+     "(nohup python3 -m launch.pretrain --config.distribute.name=tpu --config.distribute.tpu=local "
+     ">> logs/pretrain.log 2>&1 < /dev/null &)'\n"),
     (("run",) + V5E_ONE + ("--foreground", "--job=quick", "--", "python3", "-m", "launch.pretrain",
                            "--config.distribute.name=tpu", "--config.distribute.tpu=local"),
      "gcloud compute tpus tpu-vm ssh bert --zone=us-west4-a --worker=0 --command "
@@ -143,11 +152,14 @@ def test_dry_run_prints_the_exact_commands(args, expected):
     (("run",) + V4 + ("--", "python3", "-m", "launch.pretrain", "--config.distribute.name=tpu",
                       "--config.distribute.tpu=local"),
      "v4-32 has 4 hosts: the client on worker 0 reaches them through the TPU's name (with "
-     "tpu=local it would drive only its own host's chips). Pass --config.distribute.tpu=bert"),
-    (("run",) + V5E + ("--", "python3", "-m", "launch.pretrain", "--config.distribute.name=tpu"),
-     "Pass --config.distribute.tpu=bert"),
+     "tpu=local it would drive only its own host's chips). Pass --config.distribute.tpu=bert (or leave it out)"),
+    (("run",) + V5E + ("--", "python3", "-m", "launch.pretrain", "--config.distribute.name=tpu",
+                       "--config.distribute.tpu=other-tpu"),
+     "v5litepod-64 has 16 hosts: the client on worker 0 reaches them through the TPU's name. "
+     "Pass --config.distribute.tpu=bert (or leave it out)"),
     (("run",) + V4_ONE + ("--",) + PRETRAIN,
-     "v4-8 is a single-host slice: its chips are this VM's. Pass --config.distribute.tpu=local"),
+     "v4-8 is a single-host slice: its chips are this VM's. Pass --config.distribute.tpu=local (or "
+     "leave it out)"),
     (("run",) + V4 + ("--worker=all", "--") + PRETRAIN,
      "--worker=all: TensorFlow's TPUStrategy is single-client"),
     (("run",) + V4 + ("--worker=2", "--") + PRETRAIN, "--worker=2: TensorFlow's TPUStrategy is single-client"),
