@@ -108,6 +108,39 @@ def test_bad_input_lines_are_named(tmp_path, exported):
     assert "in.jsonl:2: not JSON" in done.stderr and not (tmp_path / "out.jsonl").exists()
 
 
+def test_generate_refuses_bad_flags_input_exports_and_outputs_before_decoding(tmp_path, exported):
+    source = write_jsonl(tmp_path / "in.jsonl", [{"text": "the loader reads shards"}])
+    out = tmp_path / "out.jsonl"
+    common_args = ["launch.generate", "--export=%s" % exported, "--input=%s" % source]
+    for flags, message in ((["--top_p=1.5", "--num_samples=0"], "--top_p=1.5: must be in (0.0, 1.0]; "
+                                                               "--num_samples=0: must be an integer >= 1"),
+                           (["--top_p=0"], "--top_p=0.0: must be in (0.0, 1.0]"),
+                           (["--temperature=0", "--beam_size=0"], "--beam_size=0: must be an integer >= 1; "
+                                                                  "--temperature=0.0: must be in (0.0, inf]"),
+                           (["--min_len=40", "--max_len=8"], "--min_len=40 exceeds --max_len=8")):
+        done = cli(*common_args, "--output=%s" % out, *flags, expect=2)
+        assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    # Not UTF-8: the file and line are named, before the model loads.
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    done = cli("launch.generate", "--export=%s" % exported, "--input=%s" % (tmp_path / "latin1.jsonl"),
+               "--output=%s" % out, expect=2)
+    assert "latin1.jsonl:2: not UTF-8 text (byte 0xe9 at column 14)" in done.stderr, done.stderr
+    # An output directory that is missing, or a file: refused before the model loads, nothing left.
+    (tmp_path / "a_file").write_text("")
+    for bad in (tmp_path / "missing" / "out.jsonl", tmp_path / "a_file" / "out.jsonl"):
+        done = cli(*common_args, "--output=%s" % bad, expect=2)
+        assert "cannot write --output=%s: " % bad in done.stderr and "Traceback" not in done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "in.jsonl", "latin1.jsonl"]
+    # An MLM-only export: synonyms are refused, generation warns that it will babble.
+    done = cli(*common_args, "--output=%s" % out, "--mode=synonyms", expect=2)
+    assert "--mode=synonyms needs a SimBERT export with a trained pooler" in done.stderr
+    done = cli(*common_args, "--output=%s" % out, "--strategy=sample", "--num_samples=20", "--batch_size=4",
+               "--max_len=4")
+    assert "is an MLM-only export (task mlm), neither an LM nor a UniLM" in done.stderr
+    [record] = [json.loads(line) for line in open(out)]
+    assert len(record["samples"]) == 20 and not [n for n in os.listdir(tmp_path) if ".tmp" in n]
+
+
 def test_rows_weight_only_target_tokens(exported):
     tokenizer = load_finetune_tokenizer(export_files(exported)["vocab"])
     data = Seq2SeqData(tokenizer, max_source_len=4, max_target_len=3)
