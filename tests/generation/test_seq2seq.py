@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from data_pipeline import sample_corpus
 from launch import common
-from pretrain import load_finetune_tokenizer, text_metrics
+from pretrain import load_finetune_tokenizer, seq2seq, text_metrics
 from pretrain.generation import prefixes
 from pretrain.finetune import export_files
 from pretrain.seq2seq import Seq2SeqData
@@ -80,6 +80,35 @@ def test_finetune_cli_on_the_pipeline_export(exported, tmp_path):
         manifest["run_config"]["settings"]["command"]
     cli("launch.finetune_seq2seq", "--export=%s" % exported, "--train=%s" % (tmp_path / "pairs" / "train.jsonl"),
         "--eval=%s" % (tmp_path / "pairs" / "eval.jsonl"), "--output=%s" % output, expect=2)
+
+
+def test_finetune_checks_its_flags_before_training_and_saves_before_decoding(exported, tmp_path, monkeypatch):
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl(pairs, [{"source": "the loader reads shards", "target": "shards"}] * 4)
+    done = cli("launch.finetune_seq2seq", "--export=%s" % exported, "--train=%s" % pairs, "--eval=%s" % pairs,
+               "--output=%s" % (tmp_path / "out"), "--strategy=beam", "--beam_size=0", "--epochs=0", expect=2)
+    assert "--epochs=0: must be an integer >= 1; --beam_size=0: must be an integer >= 1" in done.stderr
+    assert "fine-tuning" not in done.stderr and not (tmp_path / "out").exists()
+    train = [("the loader reads shards", "shards")] * 4
+    with pytest.raises(ValueError, match="beam_size >= 1"):          # the library call too
+        seq2seq.finetune(exported, train, train, str(tmp_path / "out"), strategy="beam", beam_size=0,
+                         log=lambda text: None)
+    assert not (tmp_path / "out").exists()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the eval decoding failed")
+
+    with monkeypatch.context() as m:   # the trained model is saved before the eval decodes
+        m.setattr(seq2seq, "evaluate", broken)
+        with pytest.raises(RuntimeError, match="the eval decoding failed"):
+            seq2seq.finetune(exported, train, train, str(tmp_path / "out"), max_source_len=8,
+                             max_target_len=4, epochs=1, log=lambda text: None)
+    manifest = json.load(open(tmp_path / "out" / "export_manifest.json"))
+    assert manifest["task"] == "unilm" and set(manifest["metrics"]) == {"train"}
+    seq2seq.finetune(exported, train, train, str(tmp_path / "again"), max_source_len=8, max_target_len=4,
+                     epochs=1, log=lambda text: None)
+    manifest = json.load(open(tmp_path / "again" / "export_manifest.json"))   # eval scores join it
+    assert {"train", "eval", "eval_lead_1"} <= set(manifest["metrics"]), manifest["metrics"]
 
 
 def test_bad_input_lines_are_named(tmp_path, exported):
