@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from storage import fs
+from data_pipeline.tokenizer import count_unknown, unknown_warning
 from pretrain.finetune import (backbone_of, build_transformer_model, check_positions, export_files,
                                load_finetune_tokenizer)
 from pretrain.google_checkpoint import EXPORT_MANIFEST
@@ -154,6 +155,11 @@ def finetune(export_dir, train_pairs, eval_pairs, output, max_source_len=64, max
     tokenizer = load_finetune_tokenizer(files["vocab"])
     data = Seq2SeqData(tokenizer, max_source_len, max_target_len)
     x, y, weights = data.training_arrays(train_pairs)
+    pad = tokenizer.special_ids.pad
+    warning = unknown_warning(*count_unknown([r[r != pad] for r in x[0]], tokenizer.special_ids.unk),
+                              "the training pairs", files["vocab"])
+    if warning:
+        log(warning)
     model = build_seq2seq_model(files["config"], files["checkpoint"], tokenizer.special_ids.pad, seed)
     model.compile(keras.optimizers.Adam(learning_rate), **seq2seq_loss())
     if adversarial_epsilon:

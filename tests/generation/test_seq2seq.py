@@ -98,17 +98,23 @@ def test_finetune_checks_its_flags_before_training_and_saves_before_decoding(exp
     def broken(*args, **kwargs):
         raise RuntimeError("the eval decoding failed")
 
+    logs = []
+    # Korean under the tests' English + Chinese vocabulary: every word is [UNK], which it warns of.
+    korean = [("안녕하세요 세계 좋은 아침", "안녕하세요 세계")] * 4
     with monkeypatch.context() as m:   # the trained model is saved before the eval decodes
         m.setattr(seq2seq, "evaluate", broken)
         with pytest.raises(RuntimeError, match="the eval decoding failed"):
-            seq2seq.finetune(exported, train, train, str(tmp_path / "out"), max_source_len=8,
-                             max_target_len=4, epochs=1, log=lambda text: None)
+            seq2seq.finetune(exported, korean, korean, str(tmp_path / "out"), max_source_len=8,
+                             max_target_len=4, epochs=1, log=logs.append)
     manifest = json.load(open(tmp_path / "out" / "export_manifest.json"))
     assert manifest["task"] == "unilm" and set(manifest["metrics"]) == {"train"}
+    assert any("of the tokens of the training pairs are [UNK]" in line for line in logs), logs
+    logs.clear()
     seq2seq.finetune(exported, train, train, str(tmp_path / "again"), max_source_len=8, max_target_len=4,
-                     epochs=1, log=lambda text: None)
+                     epochs=1, log=logs.append)
     manifest = json.load(open(tmp_path / "again" / "export_manifest.json"))   # eval scores join it
     assert {"train", "eval", "eval_lead_1"} <= set(manifest["metrics"]), manifest["metrics"]
+    assert not any("[UNK]" in line for line in logs), logs
 
 
 def test_bad_input_lines_are_named(tmp_path, exported):
