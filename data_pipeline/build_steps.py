@@ -18,6 +18,7 @@ from data_pipeline import mixing, schema, sources, tasks
 from data_pipeline.build_config import VOLATILE, BuildConfig, BuildError
 from data_pipeline.chunks import ChunkSettings
 from data_pipeline.manifest import MANIFEST_FILE, Manifest, Shard, Split, Vocab
+from data_pipeline.tokenizer import unknown_warning
 from storage import fs
 from storage.lock import DirectoryLock, LockError
 
@@ -176,6 +177,11 @@ def finish(c: BuildConfig, processor, mix, counted, plan, state, read_stats, fin
     manifest.save(c.output_dir)
     fs.remove(fs.join(c.output_dir, STATE_FILE))
     summary(manifest, c)
+    train = train_counter(plan, state)   # (builds resumed from an older state lack the counters)
+    warning = unknown_warning(train.get("unknown_tokens", 0), train.get("tokens_read", 0),
+                              "the training text", processor.tokenizer.path)
+    if warning:
+        log(warning, c)
     return manifest
 
 

@@ -77,7 +77,8 @@ class ChunkProcessor:
             masked_tokens += masked
         result = dataclasses.asdict(stats)
         result.update(documents=len(documents), masked_tokens=masked_tokens,
-                      eval_documents=int(is_eval.sum()))
+                      eval_documents=int(is_eval.sum()),
+                      unknown_tokens=int((tokens.ids == self.specials.unk).sum()), tokens_read=len(tokens.ids))
         return chunk_index, out, counts, result
 
     def _process_task(self, chunk_index, items, is_eval):

@@ -24,6 +24,7 @@ from typing import Iterator, List, Optional
 import numpy as np
 
 from data_pipeline import schema, sources
+from data_pipeline.tokenizer import count_unknown
 
 MLM, UNILM, SIMBERT, LM = "mlm", "unilm", "simbert", "lm"
 TASKS = (MLM, UNILM, SIMBERT, LM)
@@ -181,6 +182,7 @@ class TaskBuilder:
             segments[k, :len(row_segments)] = row_segments
         stats["instances"] = stats.get("instances", 0) + len(rows)
         stats["tokens"] = stats.get("tokens", 0) + int((ids != pad).sum())
+        _count_unknown(stats, [row_ids for row_ids, _ in rows], self.specials.unk)
         out = {"input_ids": ids}
         if self.task.task == UNILM:
             out["segment_ids"] = segments
@@ -278,8 +280,17 @@ class TaskBuilder:
             return None, 0
         stats["instances"] = stats.get("instances", 0) + len(members)
         stats["tokens"] = stats.get("tokens", 0) + int(sum(len(m) for m in members))
+        _count_unknown(stats, members, self.specials.unk)
         _add_count(stats, "group_members", int(sum(len(x) for x in lengths)))
         return {"member_ids": members, "member_lengths": lengths}, len(members)
+
+
+def _count_unknown(stats, id_lists, unk_id):
+    """Adds the [UNK] and all tokens of the rows to the unknown_tokens / tokens_read counters (the
+    build's summary warns when too many are unknown)."""
+    unknown, total = count_unknown(id_lists, unk_id)
+    _add_count(stats, "unknown_tokens", unknown)
+    _add_count(stats, "tokens_read", total)
 
 
 def _add_count(stats, key, n):

@@ -47,6 +47,32 @@ class VocabError(ValueError):
     """A vocabulary file is missing, unreadable, or lacks a required special token."""
 
 
+# More [UNK] than this share of the tokens means the vocabulary does not fit the text (Chinese text
+# with an English vocabulary, say), not a few rare symbols: a vocabulary built from text like it
+# leaves well under 1% unknown, and a model trained on such rows learns to write [UNK].
+UNKNOWN_WARN_RATE = 0.05
+
+
+def count_unknown(id_lists, unk_id: int):
+    """(unknown, total): the [UNK] tokens (`unk_id`) and all tokens of lists or arrays of ids."""
+    unknown = total = 0
+    for ids in id_lists:
+        ids = np.asarray(ids)
+        unknown, total = unknown + int((ids == unk_id).sum()), total + ids.size
+    return unknown, total
+
+
+def unknown_warning(unknown: int, total: int, what: str, vocab: str) -> Optional[str]:
+    """The warning line when more than UNKNOWN_WARN_RATE of the `total` tokens of `what` are [UNK]
+    (`unknown` of them, as `count_unknown` counts), else None."""
+    if not total or unknown <= UNKNOWN_WARN_RATE * total:
+        return None
+    return ("warning: %.1f%% of the tokens of %s are [UNK] (%d of %d): the vocabulary %s does not "
+            "cover this text (another language or script?), so a model trained on it learns [UNK]. "
+            "Use a vocabulary built for text like it." % (100.0 * unknown / total, what, unknown,
+                                                         total, vocab))
+
+
 @dataclasses.dataclass(frozen=True)
 class SpecialIds:
     pad: int

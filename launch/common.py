@@ -82,6 +82,19 @@ def parse_flags(program: str, renamed=None):
     return parse
 
 
+def flag_problems(rules):
+    """One line naming every flag of `rules` whose value breaks its check, or None. `rules`:
+    {flag name: a check of `pretrain.run_config` (e.g. run_config._int(1)): value -> what it must
+    be, or None}; checked before anything is loaded."""
+    problems = []
+    for name, check in rules.items():
+        value = flags.FLAGS[name].value
+        problem = check(value)
+        if problem:
+            problems.append("--%s=%s: %s" % (name, value, problem))
+    return "; ".join(problems) or None
+
+
 def _missing(path, error):
     return path.rsplit(".", 1)[-1] in str(error)
 
@@ -95,8 +108,15 @@ def read_jsonl(path: str, fields):
 
     if not fs.exists(path):
         raise ValueError("%s does not exist." % path)
+    data = fs.read_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError("%s:%d: not UTF-8 text (byte 0x%02x at column %d); save the file as UTF-8."
+                         % (path, line, data[e.start], e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1))
     records = []
-    for number, line in enumerate(fs.read_bytes(path).decode("utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -89,14 +89,20 @@ def finetune(export_dir, train_rows, eval_rows, max_len=64, epochs=3, batch_size
     import keras
     import numpy as np
 
+    from data_pipeline.tokenizer import count_unknown, unknown_warning
     from pretrain import build_transformer_model, load_finetune_tokenizer
     from pretrain.adversarial import adversarial_training
-    from pretrain.finetune import export_files
+    from pretrain.finetune import check_positions, export_files
 
     keras.utils.set_random_seed(seed)
     files = export_files(export_dir)
+    check_positions(files, max_len, "rows of --max_len=%d tokens" % max_len)
     tokenizer = load_finetune_tokenizer(files["vocab"])
     labels = sorted({label for _, label in train_rows})
+    if len(labels) < 2:
+        raise ValueError("The %d training rows all have the label %r: a classifier needs at least 2 "
+                         "classes (it would score 1.000 on anything). Check the label column."
+                         % (len(train_rows), labels[0]))
     unknown = sorted({label for _, label in eval_rows} - set(labels))
     if unknown:
         raise ValueError("Held-out labels %s never occur in the training rows." % unknown)
@@ -110,6 +116,13 @@ def finetune(export_dir, train_rows, eval_rows, max_len=64, epochs=3, batch_size
             ids[i, :len(t)], segments[i, :len(s)] = t, s
         return [ids, segments], np.array([labels.index(label) for _, label in rows])
 
+    x_train, y_train = encode(train_rows)
+    x_eval, y_eval = encode(eval_rows)
+    pad = tokenizer.special_ids.pad
+    warning = unknown_warning(*count_unknown([r[r != pad] for r in x_train[0]], tokenizer.special_ids.unk),
+                              "the training rows", files["vocab"])
+    if warning:
+        log(warning)
     bert = build_transformer_model(files["config"], None if from_scratch else files["checkpoint"],
                                    with_pool=True, padding_id=tokenizer.special_ids.pad, seed=seed)
     output = keras.layers.Dropout(dropout, seed=seed)(bert.output)
@@ -119,8 +132,6 @@ def finetune(export_dir, train_rows, eval_rows, max_len=64, epochs=3, batch_size
                   metrics=["accuracy"])
     if adversarial_epsilon:
         adversarial_training(model, epsilon=adversarial_epsilon)
-    x_train, y_train = encode(train_rows)
-    x_eval, y_eval = encode(eval_rows)
     log("fine-tuning on %d rows (%d labels), %s weights%s" % (
         len(train_rows), len(labels), "random" if from_scratch else files["checkpoint"],
         ", FGM epsilon %g" % adversarial_epsilon if adversarial_epsilon else ""))

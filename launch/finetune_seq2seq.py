@@ -27,6 +27,7 @@ from absl import app, flags, logging
 
 from data_pipeline import sample_corpus
 from launch import common
+from pretrain import run_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export", None, "Export directory to start from (bert_config.json, bert_model.ckpt, vocab).")
@@ -47,6 +48,11 @@ flags.DEFINE_enum("strategy", "greedy", ["greedy", "beam"], "How the eval target
 flags.DEFINE_integer("beam_size", 4, "Beams for --strategy=beam.")
 flags.DEFINE_integer("seed", 0, "Seed of the new weights' dropout and the data order.")
 flags.DEFINE_string("metrics_json", None, "Also write the results to this JSON file.")
+# Every numeric flag, checked before TensorFlow loads: a bad one must not cost a training run.
+RULES = {"max_source_len": run_config._int(1), "max_target_len": run_config._int(1),
+         "epochs": run_config._int(1), "batch_size": run_config._int(1),
+         "learning_rate": run_config._float(0.0, low_open=True),
+         "adversarial_epsilon": run_config._float(0.0), "beam_size": run_config._int(1)}
 
 
 def write_sample_data(directory, eval_fraction=0.1, seed=0):
@@ -76,8 +82,9 @@ def main(argv):
         if not FLAGS.export:
             return 0
     missing = [f for f in ("export", "train", "eval", "output") if not getattr(FLAGS, f)]
-    if missing:
-        print("finetune_seq2seq: error: give %s." % ", ".join("--" + f for f in missing), file=sys.stderr)
+    problem = common.flag_problems(RULES) or (missing and "give %s." % ", ".join("--" + f for f in missing))
+    if problem:
+        print("finetune_seq2seq: error: %s" % problem, file=sys.stderr)
         return 2
     common.import_tensorflow(FLAGS.verbose)
     from pretrain import seq2seq

@@ -20,12 +20,16 @@ A line that is not JSON or lacks --source_field, a source longer than the model'
 output is written.
 """
 
+import contextlib
 import json
 import sys
+import time
 
 from absl import app, flags, logging
 
 from launch import common
+from pretrain import run_config
+from storage import fs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export", None, "Export directory (bert_config.json, bert_model.ckpt, vocabulary).")
@@ -47,35 +51,87 @@ flags.DEFINE_integer("min_ends", 1, "[SEP]s a finished sequence holds (e.g. 2: q
 flags.DEFINE_float("length_penalty", 0.0, "Beam scores are divided by length ** this.")
 flags.DEFINE_integer("max_source_len", 0, "Cut sources to this many tokens; 0: never cut (too long is an error).")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.DEFINE_integer("batch_size", 16, "Inputs decoded together.")
+flags.DEFINE_integer("batch_size", 16, "Inputs decoded together (beam: each of --beam_size rows); "
+                     "sampling and synonyms: (input, sample) rows, so that memory does not grow with "
+                     "--num_samples.")
 flags.DEFINE_bool("jit_compile", False, "Compile the decoding loop with XLA (faster per token, seconds "
                   "of compilation per batch shape).")
 
 
+# Every numeric flag, checked before anything is loaded (a --top_p of 1.5 or 0 is a mistake, not 1).
+RULES = {"beam_size": run_config._int(1), "top_k": run_config._int(0),
+         "top_p": run_config._float(0.0, 1.0, low_open=True),
+         "temperature": run_config._float(0.0, low_open=True), "num_samples": run_config._int(1),
+         "synonyms": run_config._int(1), "max_len": run_config._int(1), "min_len": run_config._int(0),
+         "min_ends": run_config._int(1), "max_source_len": run_config._int(0), "batch_size": run_config._int(1)}
+# Above this many sequences a progress line is printed every PROGRESS_SECONDS.
+PROGRESS_SECONDS = 30.0
+# Sequences held before their records are written: bounds memory whatever the input count.
+HELD = 1024
+
+
+def check_export(manifest):
+    """Refuses --mode=synonyms on an export that is not a SimBERT one with a trained pooler, and
+    warns when --mode=generate is asked of an MLM-only export (`manifest`: its export manifest;
+    None for a Google release, taken as it is)."""
+    if manifest is None:
+        return
+    task, pooler = manifest.get("task"), manifest.get("heads", {}).get("pooler_trained")
+    if FLAGS.mode == "synonyms" and (task != "simbert" or not pooler):
+        raise ValueError("--mode=synonyms needs a SimBERT export with a trained pooler, but %s was "
+                         "exported from a %s run (pooler trained: %s): its similarities would rank "
+                         "paraphrases at random. Export a run of configs/simbert_base.py."
+                         % (FLAGS.export, task, bool(pooler)))
+    if FLAGS.mode == "generate" and task == "mlm":
+        print("generate: warning: %s is an MLM-only export (task mlm), neither an LM nor a UniLM: "
+              "it was never trained to continue text, so what it generates will babble. Fine-tune "
+              "it with launch.finetune_seq2seq, or pretrain with task unilm or lm." % FLAGS.export,
+              file=sys.stderr)
+
+
 def generate(records, path):
-    """[(line, source)] -> the output records of --mode=generate."""
+    """[(line, source)] -> the output records of --mode=generate, in input order, made
+    HELD sequences at a time."""
     from pretrain.generation import load_decoder, prefixes
 
     decoder, tokenizer = load_decoder(FLAGS.export, FLAGS.application, max_len=FLAGS.max_len,
                                       min_len=FLAGS.min_len, jit_compile=FLAGS.jit_compile)
     inputs = prefixes(tokenizer, records, FLAGS.application, FLAGS.max_len, decoder.max_positions,
                       FLAGS.max_source_len, path)
-    results = decoder.generate(inputs, FLAGS.strategy, beam_size=FLAGS.beam_size,
-                               num_samples=FLAGS.num_samples, top_k=FLAGS.top_k or None,
-                               top_p=FLAGS.top_p if FLAGS.top_p < 1.0 else None,
-                               temperature=FLAGS.temperature, min_ends=FLAGS.min_ends,
-                               length_penalty=FLAGS.length_penalty, seed=FLAGS.seed,
-                               batch_size=FLAGS.batch_size)
-    out = []
-    for (line, _), result in zip(records, results):
-        ranked = sorted(result, key=lambda g: -g.score) if isinstance(result, list) else [result]
-        items = [{"generated": tokenizer.decode(g.ids), "score": round(g.score, 5),
-                  "finished": g.finished} for g in ranked]
-        record = dict(line=line, **items[0])
-        if len(items) > 1:
-            record["samples"] = items
-        out.append(record)
-    return out
+    group = {"greedy": 1, "beam": FLAGS.beam_size, "sample": FLAGS.num_samples}[FLAGS.strategy]
+    per_slice = max(1, HELD // group)
+    report = _progress(len(inputs) * group)
+    for start in range(0, len(inputs), per_slice):
+        results = decoder.generate(inputs[start:start + per_slice], FLAGS.strategy, beam_size=FLAGS.beam_size,
+                                   num_samples=FLAGS.num_samples, top_k=FLAGS.top_k or None,
+                                   top_p=FLAGS.top_p if FLAGS.top_p < 1.0 else None,
+                                   temperature=FLAGS.temperature, min_ends=FLAGS.min_ends,
+                                   length_penalty=FLAGS.length_penalty, seed=FLAGS.seed,
+                                   batch_size=FLAGS.batch_size,
+                                   progress=lambda done, _: report(start * group + done))
+        for (line, _), result in zip(records[start:start + per_slice], results):
+            ranked = sorted(result, key=lambda g: -g.score) if isinstance(result, list) else [result]
+            items = [{"generated": tokenizer.decode(g.ids), "score": round(g.score, 5),
+                      "finished": g.finished} for g in ranked]
+            record = dict(line=line, **items[0])
+            if len(items) > 1:
+                record["samples"] = items
+            yield record
+
+
+def _progress(total):
+    """progress(sequences done): a line on stderr every PROGRESS_SECONDS of a long job."""
+    start = last = time.time()
+
+    def report(done):
+        nonlocal last
+        now = time.time()
+        if now - last >= PROGRESS_SECONDS:
+            last = now
+            print("generate: %d/%d sequences (%.0f%%), %.1f/s" % (done, total, 100.0 * done / total,
+                                                                  done / (now - start)),
+                  file=sys.stderr, flush=True)
+    return report
 
 
 def synonyms(records):
@@ -84,37 +140,55 @@ def synonyms(records):
 
     sampled = FLAGS["top_k"].present or FLAGS["top_p"].present
     simbert = SimBERT.from_export(FLAGS.export, max_len=FLAGS.max_len, jit_compile=FLAGS.jit_compile)
-    out = []
     for line, text in records:
         found = simbert.gen_synonyms(
             text, n=FLAGS.num_samples if FLAGS["num_samples"].present else 100, k=FLAGS.synonyms,
             top_k=(FLAGS.top_k or None) if sampled else 5, top_p=FLAGS.top_p if FLAGS.top_p < 1.0 else None,
-            temperature=FLAGS.temperature, seed=FLAGS.seed, with_scores=True)
-        out.append({"line": line, "text": text,
-                    "synonyms": [{"text": t, "similarity": round(s, 5)} for t, s in found]})
-    return out
+            temperature=FLAGS.temperature, seed=FLAGS.seed, with_scores=True, batch_size=FLAGS.batch_size)
+        yield {"line": line, "text": text,
+               "synonyms": [{"text": t, "similarity": round(s, 5)} for t, s in found]}
+
+
+@contextlib.contextmanager
+def output_file(path):
+    """`fs.atomic_writer(path)`, opened now: a missing or unwritable directory is one ValueError
+    before the model loads, and a failure later leaves neither the file nor a temporary one."""
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(fs.atomic_writer(path))
+        except OSError as e:
+            raise ValueError("cannot write --output=%s: %s." % (path, e.strerror or e)) from None
+        yield f
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     missing = [f for f in ("export", "input", "output") if not getattr(FLAGS, f)]
-    if missing:
-        print("generate: error: give %s." % ", ".join("--" + f for f in missing), file=sys.stderr)
+    problem = common.flag_problems(RULES)
+    if FLAGS.min_len > FLAGS.max_len:
+        problem = "--min_len=%d exceeds --max_len=%d: no sequence could end." % (FLAGS.min_len, FLAGS.max_len)
+    if missing or problem:
+        print("generate: error: %s" % (problem or "give %s." % ", ".join("--" + f for f in missing)),
+              file=sys.stderr)
         return 2
-    from storage import fs
-
+    count = 0
     try:   # a bad input line fails here, before the model is loaded (CheckpointError is a ValueError)
         records = [(line, r[FLAGS.source_field])
                    for line, r in common.read_jsonl(FLAGS.input, (FLAGS.source_field,))]
-        common.import_tensorflow(FLAGS.verbose)
-        out = synonyms(records) if FLAGS.mode == "synonyms" else generate(records, FLAGS.input)
+        with output_file(FLAGS.output) as out:
+            common.import_tensorflow(FLAGS.verbose)
+            from pretrain.google_checkpoint import EXPORT_MANIFEST
+
+            manifest = fs.join(FLAGS.export, EXPORT_MANIFEST)
+            check_export(fs.read_json(manifest) if fs.exists(manifest) else None)
+            for record in synonyms(records) if FLAGS.mode == "synonyms" else generate(records, FLAGS.input):
+                out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+                count += 1
     except (ValueError, OSError) as e:
         print("generate: error: %s" % e, file=sys.stderr)
         return 2
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out)
-    fs.write_bytes_atomic(FLAGS.output, text.encode("utf-8"))
-    print("wrote %d results to %s" % (len(out), FLAGS.output), file=sys.stderr)
+    print("wrote %d results to %s" % (count, FLAGS.output), file=sys.stderr)
     return 0
 
 

@@ -205,6 +205,16 @@ class FinetuneTokenizer:
             and is_cjk(ord(text[i - 1])) and is_cjk(ord(text[i + 1]))))
 
 
+def check_positions(files: dict, tokens: int, what: str):
+    """A ValueError unless rows of `tokens` tokens (`what` makes them: e.g. "--max_len=128") fit the
+    max_position_embeddings of the export whose `export_files` are `files`: checked before a model
+    is built, instead of an error from inside Keras."""
+    positions = google_checkpoint.read_config(files["config"]).max_position_embeddings
+    if tokens > positions:
+        raise ValueError("%s exceed the model's max_position_embeddings=%d (%s); lower them."
+                         % (what, positions, files["config"]))
+
+
 def load_finetune_tokenizer(vocab_path: str, lower_case: Optional[bool] = None) -> FinetuneTokenizer:
     """A `FinetuneTokenizer` over a vocab.txt or SentencePiece model. lower_case defaults to the value an
     export manifest beside the file records, else to the tokenizer's default (WordPiece: True)."""

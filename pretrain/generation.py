@@ -135,7 +135,7 @@ class AutoRegressiveDecoder:
                  num_samples: int = 1, top_k: Optional[int] = None, top_p: Optional[float] = None,
                  temperature: float = 1.0, min_ends: int = 1, length_penalty: float = 0.0,
                  seed: int = 0, batch_size: int = 16, max_len: Optional[int] = None,
-                 min_len: Optional[int] = None):
+                 min_len: Optional[int] = None, progress=None):
         """Decodes every example.
 
         Args:
@@ -147,8 +147,10 @@ class AutoRegressiveDecoder:
           temperature: logits are divided by it (every strategy; greedy picks are unchanged).
           min_ends: end tokens a finished sequence holds (see the module docstring).
           length_penalty: beam scores are divided by length ** length_penalty (0: plain sums).
-          batch_size: inputs decoded together (times beam_size or num_samples rows).
+          batch_size: inputs decoded together ("greedy"; "beam": times beam_size rows); "sample":
+            (input, sample) rows decoded together, so that memory is bounded whatever num_samples.
           max_len, min_len: this call's, instead of the decoder's.
+          progress: called as progress(sequences done, sequences in all) after every batch.
 
         Returns:
           "greedy" / "beam": one `Generation` per example; "sample": a list of `num_samples`
@@ -157,9 +159,10 @@ class AutoRegressiveDecoder:
         if strategy not in STRATEGIES:
             raise ValueError("strategy=%r: use one of %s." % (strategy, ", ".join(STRATEGIES)))
         group = {"greedy": 1, "beam": beam_size, "sample": num_samples}[strategy]
-        if group < 1 or (top_k is not None and top_k < 1) or not 0.0 < (top_p or 1.0) <= 1.0:
-            raise ValueError("beam_size and num_samples must be >= 1, top_k >= 1 and top_p in (0, 1] "
-                             "(got %d, %s, %s)." % (group, top_k, top_p))
+        if (group < 1 or batch_size < 1 or (top_k is not None and top_k < 1)
+                or (top_p is not None and not 0.0 < top_p <= 1.0)):
+            raise ValueError("beam_size, num_samples and batch_size must be >= 1, top_k >= 1 and top_p "
+                             "in (0, 1] (got %d, %d, %s, %s)." % (group, batch_size, top_k, top_p))
         if temperature <= 0:
             raise ValueError("temperature=%s: must be > 0 (greedy decoding is strategy='greedy')."
                              % temperature)
@@ -172,18 +175,35 @@ class AutoRegressiveDecoder:
                     "min_ends": min_ends, "top_p": top_p or 1.0, "temperature": temperature,
                     "length_penalty": length_penalty}
         settings = {k: tf.constant(v, _SETTINGS[k]) for k, v in settings.items()}
-        uniforms = None
-        if strategy == "sample":
-            uniforms = np.stack([np.random.default_rng([seed, j]).random(max_len, np.float32)
-                                 for j in range(num_samples)])                   # [n, T]
+        # Samples are rows like inputs: a call decodes at most batch_size (input, sample) rows, in
+        # runs of `chunk` samples (the last run padded to it: one traced graph), so memory does
+        # not grow with num_samples. Sample j draws from the stream (seed, j) whatever its run.
+        chunk = -(-num_samples // -(-num_samples // batch_size)) if strategy == "sample" else group
+        inputs_per_call = max(1, batch_size // chunk) if strategy == "sample" else batch_size
+        key = (strategy, chunk, top_k, top_p is not None, min_len > 0)
         results = [None] * len(prefixes)
         order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i][0]))   # less padding
-        for start in range(0, len(order), batch_size):
-            chosen = order[start:start + batch_size]
-            batch = self._run((strategy, group, top_k, top_p is not None, min_len > 0),
-                              [prefixes[i] for i in chosen], settings, uniforms)
-            for i, generations in zip(chosen, batch):
-                results[i] = generations if strategy == "sample" else generations[0]
+        done = 0
+        for start in range(0, len(order), inputs_per_call):
+            chosen = order[start:start + inputs_per_call]
+            batch = [prefixes[i] for i in chosen]
+            if strategy != "sample":
+                for i, generations in zip(chosen, self._run(key, batch, settings, None)):
+                    results[i] = generations[0]
+                done += len(chosen)
+                if progress:
+                    progress(done, len(prefixes) * group)
+                continue
+            for i in chosen:
+                results[i] = []
+            for first in range(0, num_samples, chunk):
+                uniforms = np.stack([np.random.default_rng([seed, j]).random(max_len, np.float32)
+                                     for j in range(first, first + chunk)])     # [chunk, T]
+                for i, generations in zip(chosen, self._run(key, batch, settings, uniforms)):
+                    results[i] += generations[:num_samples - first]
+                done += len(chosen) * min(chunk, num_samples - first)
+                if progress:
+                    progress(done, len(prefixes) * group)
         return results
 
     def _prefix(self, index, example, max_len):

@@ -21,9 +21,10 @@ import keras
 import numpy as np
 
 from storage import fs
-from pretrain.finetune import (backbone_of, build_transformer_model, export_files,
+from data_pipeline.tokenizer import count_unknown, unknown_warning
+from pretrain.finetune import (backbone_of, build_transformer_model, check_positions, export_files,
                                load_finetune_tokenizer)
-from pretrain.google_checkpoint import read_config
+from pretrain.google_checkpoint import EXPORT_MANIFEST
 
 def seq2seq_loss() -> dict:
     """`model.compile` arguments of a seq2seq model: cross-entropy on the logits averaged over the
@@ -139,18 +140,26 @@ def finetune(export_dir, train_pairs, eval_pairs, output, max_source_len=64, max
     from pretrain.generation import AutoRegressiveDecoder
     from pretrain.text_metrics import lead_length
 
+    # Everything that could stop the run is checked before training, not after it.
+    if strategy not in ("greedy", "beam") or (strategy == "beam" and beam_size < 1):
+        raise ValueError("strategy=%r, beam_size=%d: the eval decodes with 'greedy' or 'beam' and "
+                         "beam_size >= 1." % (strategy, beam_size))
+    if epochs < 1 or batch_size < 1:
+        raise ValueError("epochs=%d, batch_size=%d: both must be >= 1." % (epochs, batch_size))
     keras.utils.set_random_seed(seed)
     files = export_files(export_dir)
-    positions = read_config(files["config"]).max_position_embeddings
-    if max_source_len + max_target_len + 3 > positions:
-        raise ValueError("--max_source_len=%d plus --max_target_len=%d plus 3 special tokens exceed the "
-                         "model's max_position_embeddings=%d; lower them." % (max_source_len, max_target_len,
-                                                                             positions))
+    check_positions(files, max_source_len + max_target_len + 3, "--max_source_len=%d plus "
+                    "--max_target_len=%d plus 3 special tokens" % (max_source_len, max_target_len))
     if fs.exists(output) and (not fs.isdir(output) or fs.listdir(output)):
         raise ValueError("--output %s already exists and is not empty; choose a new directory." % output)
     tokenizer = load_finetune_tokenizer(files["vocab"])
     data = Seq2SeqData(tokenizer, max_source_len, max_target_len)
     x, y, weights = data.training_arrays(train_pairs)
+    pad = tokenizer.special_ids.pad
+    warning = unknown_warning(*count_unknown([r[r != pad] for r in x[0]], tokenizer.special_ids.unk),
+                              "the training pairs", files["vocab"])
+    if warning:
+        log(warning)
     model = build_seq2seq_model(files["config"], files["checkpoint"], tokenizer.special_ids.pad, seed)
     model.compile(keras.optimizers.Adam(learning_rate), **seq2seq_loss())
     if adversarial_epsilon:
@@ -159,15 +168,18 @@ def finetune(export_dir, train_pairs, eval_pairs, output, max_source_len=64, max
                                                                 files["checkpoint"]))
     history = model.fit(x, y, sample_weight=weights, batch_size=batch_size, epochs=epochs, shuffle=True,
                         callbacks=list(callbacks), verbose=2).history
-    decoder = AutoRegressiveDecoder(model, end_id=tokenizer.special_ids.sep, max_len=max_target_len + 1)
-    scores = evaluate(decoder, data, eval_pairs, lead_length([t for _, t in train_pairs]), strategy, beam_size)
     settings = dict(max_source_len=max_source_len, max_target_len=max_target_len,
                     epochs=len(history["loss"]),
                     batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                     adversarial_epsilon=adversarial_epsilon, train_pairs=len(train_pairs), command=command)
-    export_model(backbone_of(model).bert, output, files["vocab"], "unilm", {"export": export_dir},
-                 metrics={"train": {k: float(v[-1]) for k, v in history.items()},
-                          "eval": scores["model"], "eval_lead_%d" % scores["lead_n"]: scores["lead"]},
-                 settings=settings, lower_case=tokenizer.base.lower_case, log=log)
+    # Saved before the eval decodes, so that nothing after training can lose the trained weights;
+    # the eval scores join the manifest's metrics once they exist.
+    manifest = export_model(backbone_of(model).bert, output, files["vocab"], "unilm", {"export": export_dir},
+                            metrics={"train": {k: float(v[-1]) for k, v in history.items()}},
+                            settings=settings, lower_case=tokenizer.base.lower_case, log=log)
+    decoder = AutoRegressiveDecoder(model, end_id=tokenizer.special_ids.sep, max_len=max_target_len + 1)
+    scores = evaluate(decoder, data, eval_pairs, lead_length([t for _, t in train_pairs]), strategy, beam_size)
+    manifest["metrics"].update({"eval": scores["model"], "eval_lead_%d" % scores["lead_n"]: scores["lead"]})
+    fs.write_json_atomic(fs.join(output, EXPORT_MANIFEST), manifest)
     return dict(scores, output=output, train_pairs=len(train_pairs), eval_pairs=len(eval_pairs),
                 strategy=strategy, epochs=len(history["loss"]), train_loss=float(history["loss"][-1]))

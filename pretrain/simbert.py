@@ -111,7 +111,7 @@ class SimBERT:
 
     def gen_synonyms(self, text: str, n: int = 100, k: int = 20, top_k: Optional[int] = 5,
                      top_p: Optional[float] = None, temperature: float = 1.0, seed: int = 0,
-                     with_scores: bool = False) -> List:
+                     with_scores: bool = False, batch_size: int = 128) -> List:
         """Paraphrases of `text`, most similar first: SimBERT's `gen_synonyms`.
 
         Args:
@@ -121,13 +121,14 @@ class SimBERT:
           k: the most paraphrases returned (fewer when fewer distinct ones were drawn).
           seed: the sampling seed.
           with_scores: return (text, cosine similarity to the input) pairs instead of texts.
+          batch_size: samples decoded together (memory is bounded by it, not by n).
 
         Example:
           simbert.gen_synonyms("数据分片在训练时被动态掩码", n=50, k=5)
         """
         prefix = self.tokenizer.encode(text, maxlen=self.max_len)[0]
         samples = self.decoder.generate([prefix], "sample", num_samples=n, top_k=top_k, top_p=top_p,
-                                        temperature=temperature, seed=seed)[0]
+                                        temperature=temperature, seed=seed, batch_size=batch_size)[0]
         # "The input" is the text as given and as the tokenizer writes it back (case, spacing).
         seen, candidates = {text, self.tokenizer.decode(prefix)}, []
         for sample in samples:

@@ -4,6 +4,7 @@ Local files use Python's own I/O (fast, no TensorFlow import). Anything with a U
 through `tf.io.gfile`, imported only then, so building data from local text never pays for TF.
 """
 
+import contextlib
 import glob as _glob
 import hashlib
 import io
@@ -48,16 +49,26 @@ def read_bytes(path: str) -> bytes:
 
 
 def write_bytes_atomic(path: str, data: bytes):
-    """Writes to a temporary name, then renames: readers never see a half-written file. On a
-    write error (a full disk) the temporary file is removed and the error raised."""
+    """Writes to a temporary name, then renames: readers never see a half-written file. On an
+    error (a full disk, a rename that fails) the temporary file is removed and the error raised."""
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str):
+    """A binary file to write `path` through in pieces (results streamed out as they are made):
+    it is a temporary file until the block ends without error, then renamed to `path`. On any
+    error, in the block, the write or the rename, the temporary file is removed and the error
+    raised. Opening it is where a missing or unwritable directory fails."""
     tmp = path + ".tmp-%d" % os.getpid()
     try:
         with open_write(tmp) as f:
-            f.write(data)
+            yield f
+        rename(tmp, path)
     except BaseException:
         remove(tmp)
         raise
-    rename(tmp, path)
 
 
 def read_json(path: str):
@@ -81,8 +92,12 @@ def copy(src: str, dst: str):
     """Copies one file (local or remote, either side) to `dst`, atomically."""
     if not is_remote(src) and not is_remote(dst):
         tmp = _local(dst) + ".tmp-%d" % os.getpid()
-        shutil.copyfile(_local(src), tmp)
-        os.replace(tmp, _local(dst))
+        try:
+            shutil.copyfile(_local(src), tmp)
+            os.replace(tmp, _local(dst))
+        except BaseException:
+            remove(tmp)
+            raise
         return
     write_bytes_atomic(dst, read_bytes(src))
 

@@ -102,3 +102,29 @@ def test_the_example_classifier_beats_the_majority_baseline(exported, tmp_path):
     assert result["labels"] == ["data_pipeline", "pretrain"] and result["eval_rows"] >= 50
     assert "held-out accuracy" in out.stdout
     assert result["accuracy"] >= result["baseline"] + 0.1
+
+
+def test_the_classifier_refuses_one_class_and_rows_past_the_positions_and_warns_of_unk(exported, tmp_path):
+    """Refusals come before training, as one line; text the vocabulary does not cover (Korean
+    under the tests' English + Chinese vocabulary: every word is [UNK]) is trained on with a warning."""
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+
+    def run(rows, *flags):
+        path = tmp_path / "rows.csv"
+        path.write_text("text,label\n" + "".join("%s,%s\n" % r for r in rows), encoding="utf-8")
+        return subprocess.run([sys.executable, "-m", "launch.finetune_classifier", "--export=%s" % exported,
+                               "--csv=%s" % path, "--epochs=1"] + list(flags), cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    english = [("the loader reads shards number %d" % i, "a" if i % 2 else "b") for i in range(20)]
+    done = run([(t, "same") for t, _ in english])
+    assert done.returncode == 2 and "all have the label 'same': a classifier needs at least 2" in done.stderr
+    assert "fine-tuning on" not in done.stderr and "Traceback" not in done.stderr
+    done = run(english, "--max_len=100")
+    assert done.returncode == 2 and "rows of --max_len=100 tokens exceed the model's " \
+        "max_position_embeddings=64" in done.stderr, done.stderr[-2000:]
+    assert "fine-tuning on" not in done.stderr and "Traceback" not in done.stderr
+    done = run([("안녕하세요 세계 %s 좋은 아침" % t.split()[-1], label) for t, label in english], "--max_len=16")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "of the tokens of the training rows are [UNK]" in done.stderr
+    assert "warning" not in run(english, "--max_len=16").stderr

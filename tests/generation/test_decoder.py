@@ -156,6 +156,32 @@ def test_batching_gives_the_results_of_one_input_at_a_time(decoders):
         assert [g.ids.tolist() for g in pairs] == [g.ids.tolist() for g in alone], strategy
 
 
+def test_samples_are_decoded_in_batches_of_at_most_batch_size_rows(decoders, monkeypatch):
+    """Memory is bounded by batch_size, not num_samples: no call decodes more rows than it. Sample
+    j draws from the stream (seed, j), so how samples are split into calls changes nothing, and
+    the first k of n samples are those of a run of k."""
+    decoder, rows, progress = decoders["unilm", True], [], []
+    real = decoder._run
+
+    def counted(key, prefixes, settings, uniforms):
+        rows.append(len(prefixes) * key[1])
+        return real(key, prefixes, settings, uniforms)
+
+    monkeypatch.setattr(decoder, "_run", counted)
+    kw = dict(top_k=6, temperature=0.8, seed=5, max_len=6)
+    split = decoder.generate(PREFIXES[:2], "sample", num_samples=37, batch_size=8,
+                             progress=lambda done, total: progress.append((done, total)), **kw)
+    assert len(rows) > 1 and max(rows) <= 8
+    assert [n for n, _ in progress] == sorted(n for n, _ in progress) and progress[-1] == (74, 74)
+    together = decoder.generate(PREFIXES[:2], "sample", num_samples=37, batch_size=74, **kw)
+    assert rows[-1] == 74
+    first = decoder.generate(PREFIXES[:2], "sample", num_samples=5, batch_size=8, **kw)
+    for a, b, c in zip(split, together, first):
+        assert len(a) == len(b) == 37 and [g.ids.tolist() for g in a] == [g.ids.tolist() for g in b]
+        assert [g.ids.tolist() for g in a[:5]] == [g.ids.tolist() for g in c]
+        np.testing.assert_allclose([g.score for g in a], [g.score for g in b], atol=1e-4)
+
+
 def test_end_token_min_ends_and_min_len(models, decoders):
     decoder = decoders["lm", True]
     for strategy, kw in STRATEGIES:

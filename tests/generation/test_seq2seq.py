@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from data_pipeline import sample_corpus
 from launch import common
-from pretrain import load_finetune_tokenizer, text_metrics
+from pretrain import load_finetune_tokenizer, seq2seq, text_metrics
 from pretrain.generation import prefixes
 from pretrain.finetune import export_files
 from pretrain.seq2seq import Seq2SeqData
@@ -82,6 +82,41 @@ def test_finetune_cli_on_the_pipeline_export(exported, tmp_path):
         "--eval=%s" % (tmp_path / "pairs" / "eval.jsonl"), "--output=%s" % output, expect=2)
 
 
+def test_finetune_checks_its_flags_before_training_and_saves_before_decoding(exported, tmp_path, monkeypatch):
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl(pairs, [{"source": "the loader reads shards", "target": "shards"}] * 4)
+    done = cli("launch.finetune_seq2seq", "--export=%s" % exported, "--train=%s" % pairs, "--eval=%s" % pairs,
+               "--output=%s" % (tmp_path / "out"), "--strategy=beam", "--beam_size=0", "--epochs=0", expect=2)
+    assert "--epochs=0: must be an integer >= 1; --beam_size=0: must be an integer >= 1" in done.stderr
+    assert "fine-tuning" not in done.stderr and not (tmp_path / "out").exists()
+    train = [("the loader reads shards", "shards")] * 4
+    with pytest.raises(ValueError, match="beam_size >= 1"):          # the library call too
+        seq2seq.finetune(exported, train, train, str(tmp_path / "out"), strategy="beam", beam_size=0,
+                         log=lambda text: None)
+    assert not (tmp_path / "out").exists()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the eval decoding failed")
+
+    logs = []
+    # Korean under the tests' English + Chinese vocabulary: every word is [UNK], which it warns of.
+    korean = [("안녕하세요 세계 좋은 아침", "안녕하세요 세계")] * 4
+    with monkeypatch.context() as m:   # the trained model is saved before the eval decodes
+        m.setattr(seq2seq, "evaluate", broken)
+        with pytest.raises(RuntimeError, match="the eval decoding failed"):
+            seq2seq.finetune(exported, korean, korean, str(tmp_path / "out"), max_source_len=8,
+                             max_target_len=4, epochs=1, log=logs.append)
+    manifest = json.load(open(tmp_path / "out" / "export_manifest.json"))
+    assert manifest["task"] == "unilm" and set(manifest["metrics"]) == {"train"}
+    assert any("of the tokens of the training pairs are [UNK]" in line for line in logs), logs
+    logs.clear()
+    seq2seq.finetune(exported, train, train, str(tmp_path / "again"), max_source_len=8, max_target_len=4,
+                     epochs=1, log=logs.append)
+    manifest = json.load(open(tmp_path / "again" / "export_manifest.json"))   # eval scores join it
+    assert {"train", "eval", "eval_lead_1"} <= set(manifest["metrics"]), manifest["metrics"]
+    assert not any("[UNK]" in line for line in logs), logs
+
+
 def test_bad_input_lines_are_named(tmp_path, exported):
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "fine"}\n\n{"title": "no text"}\n')
@@ -106,6 +141,39 @@ def test_bad_input_lines_are_named(tmp_path, exported):
     done = cli("launch.generate", "--export=%s" % exported, "--input=%s" % path,
                "--output=%s" % (tmp_path / "out.jsonl"), expect=2)
     assert "in.jsonl:2: not JSON" in done.stderr and not (tmp_path / "out.jsonl").exists()
+
+
+def test_generate_refuses_bad_flags_input_exports_and_outputs_before_decoding(tmp_path, exported):
+    source = write_jsonl(tmp_path / "in.jsonl", [{"text": "the loader reads shards"}])
+    out = tmp_path / "out.jsonl"
+    common_args = ["launch.generate", "--export=%s" % exported, "--input=%s" % source]
+    for flags, message in ((["--top_p=1.5", "--num_samples=0"], "--top_p=1.5: must be in (0.0, 1.0]; "
+                                                               "--num_samples=0: must be an integer >= 1"),
+                           (["--top_p=0"], "--top_p=0.0: must be in (0.0, 1.0]"),
+                           (["--temperature=0", "--beam_size=0"], "--beam_size=0: must be an integer >= 1; "
+                                                                  "--temperature=0.0: must be in (0.0, inf]"),
+                           (["--min_len=40", "--max_len=8"], "--min_len=40 exceeds --max_len=8")):
+        done = cli(*common_args, "--output=%s" % out, *flags, expect=2)
+        assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    # Not UTF-8: the file and line are named, before the model loads.
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    done = cli("launch.generate", "--export=%s" % exported, "--input=%s" % (tmp_path / "latin1.jsonl"),
+               "--output=%s" % out, expect=2)
+    assert "latin1.jsonl:2: not UTF-8 text (byte 0xe9 at column 14)" in done.stderr, done.stderr
+    # An output directory that is missing, or a file: refused before the model loads, nothing left.
+    (tmp_path / "a_file").write_text("")
+    for bad in (tmp_path / "missing" / "out.jsonl", tmp_path / "a_file" / "out.jsonl"):
+        done = cli(*common_args, "--output=%s" % bad, expect=2)
+        assert "cannot write --output=%s: " % bad in done.stderr and "Traceback" not in done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "in.jsonl", "latin1.jsonl"]
+    # An MLM-only export: synonyms are refused, generation warns that it will babble.
+    done = cli(*common_args, "--output=%s" % out, "--mode=synonyms", expect=2)
+    assert "--mode=synonyms needs a SimBERT export with a trained pooler" in done.stderr
+    done = cli(*common_args, "--output=%s" % out, "--strategy=sample", "--num_samples=20", "--batch_size=4",
+               "--max_len=4")
+    assert "is an MLM-only export (task mlm), neither an LM nor a UniLM" in done.stderr
+    [record] = [json.loads(line) for line in open(out)]
+    assert len(record["samples"]) == 20 and not [n for n in os.listdir(tmp_path) if ".tmp" in n]
 
 
 def test_rows_weight_only_target_tokens(exported):

@@ -3,6 +3,7 @@ not block the relaunch), Ctrl-C saves, one build per output directory, workers t
 their parent, garbage for a vocabulary (WordPiece or SentencePiece), an unwritable output or a
 full disk, typos that fail before TensorFlow loads, and no start-up noise."""
 
+import dataclasses
 import errno
 import json
 import os
@@ -86,6 +87,22 @@ def _config(corpus_dir, vocab, out, **kw):
     return builder.BuildConfig(output_dir=str(out), vocab=vocab, progress=False, num_shards=3,
                                docs_per_chunk=4, instance=InstanceConfig(seq_len=64),
                                source=sources.SourceConfig(inputs=(str(corpus_dir / "en.txt"),)), **kw)
+
+
+def test_a_build_warns_when_the_vocabulary_does_not_cover_the_text(corpus_dir, wordpiece_vocab, tmp_path,
+                                                                    capsys):
+    """Korean under the tests' English + Chinese vocabulary is mostly [UNK]: the summary says so
+    (the shards and the manifest's fields are what they would be without the count)."""
+    korean = tmp_path / "ko.txt"
+    korean.write_text("".join("안녕하세요 세계 %d 좋은 아침입니다.\n오늘은 데이터를 만듭니다.\n\n" % i
+                              for i in range(40)), encoding="utf-8")
+    config = dataclasses.replace(_config(corpus_dir, wordpiece_vocab, tmp_path / "ko"), progress=True,
+                                 source=sources.SourceConfig(inputs=(str(korean),)))
+    manifest = builder.build(config)
+    assert "of the tokens of the training text are [UNK]" in capsys.readouterr().err
+    assert "unknown_tokens" not in manifest.stats and "tokens_read" not in manifest.stats
+    builder.build(dataclasses.replace(_config(corpus_dir, wordpiece_vocab, tmp_path / "en"), progress=True))
+    assert "[UNK]" not in capsys.readouterr().err
 
 
 def test_a_second_build_on_an_output_directory_is_refused(corpus_dir, wordpiece_vocab, tmp_path):
