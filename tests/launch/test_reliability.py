@@ -213,3 +213,46 @@ def test_no_tensorflow_start_up_noise_unless_asked(mlm_data, tmp_path):
     assert verbose.returncode == 0 and "oneDNN" in verbose.stderr
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4]
+
+
+def _one_line_error(done, program):
+    """The command failed with exit 2 and one line of error (no traceback, no escaped text)."""
+    lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("import time:")]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("%s: error: " % program) and "\\n" not in lines[0] and "\\'" not in lines[0]
+    return lines[0]
+
+
+def _run(module, *args):
+    """`python -m module args` as a user runs it (TensorFlow's start-up noise hidden), with the
+    modules it imports listed (-X importtime)."""
+    return subprocess.run([sys.executable, "-X", "importtime", "-m", module] + list(args), cwd=ROOT,
+                          env=env_without_log_level(PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=120)
+
+
+def _tensorflow_loaded(done):
+    return " tensorflow\n" in done.stderr or "| tensorflow" in done.stderr
+
+
+def test_a_mistyped_config_section_names_the_flag_and_the_closest_field(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "launch.pretrain", "--config=configs/quickstart.py",
+                           "--workdir=%s" % tmp_path, "--config.trian.steps=3"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    assert _one_line_error(done, "pretrain") == ("pretrain: error: --config.trian.steps: no such field "
+                                                 "in the config; did you mean --config.train.steps?")
+
+
+@pytest.mark.parametrize("module", ["launch.pretrain", "launch.build_data"])
+def test_a_config_file_missing_or_not_compiling_is_one_line(tmp_path, module):
+    program = module.split(".")[1]
+    bad = tmp_path / "bad.py"
+    bad.write_text("from configs import base\n\ndef get_config(:\n    return base.get_config()\n")
+    extra = ["--workdir=%s" % (tmp_path / "run")] if program == "pretrain" else []
+    line = _one_line_error(_run(module, "--config=%s" % bad, *extra), program)
+    assert line.startswith("%s: error: %s, line 3: " % (program, bad)) and "get_config(:" in line
+    missing = tmp_path / "missing.py"
+    for override in ([], ["--config.seed=1"]):
+        done = _run(module, "--config=%s" % missing, *(extra + override))
+        assert _one_line_error(done, program) == "%s: error: --config=%s: no such file (the configs " \
+                                                 "are in configs/)." % (program, missing)
