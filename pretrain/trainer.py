@@ -55,7 +55,11 @@ class Result:
 
 class Trainer:
     def __init__(self, config, workdir: str, strategy=None, allow_config_change: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, lock: Optional[DirectoryLock] = None):
+        """`lock`: the lock on `workdir` this process already holds (launch.pretrain takes it
+        before building anything, so that a second run is refused at once); without it, the
+        chief takes the lock when training starts."""
+        self._lock = lock
         try:
             run_config.check(config)
         except run_config.ConfigError as e:
@@ -266,8 +270,8 @@ class Trainer:
     # ----------------------------------------------------------------------------- the run
 
     def train(self) -> Result:
-        lock = None
-        if self.info.is_chief:
+        lock = self._lock
+        if self.info.is_chief and lock is None:
             try:
                 lock = DirectoryLock(self.workdir, "launch.pretrain", log=self._log).acquire()
             except LockError as e:
@@ -276,7 +280,7 @@ class Trainer:
             return self._train()
         finally:
             self.checkpoints.close()
-            if lock is not None:
+            if lock is not None and lock is not self._lock:   # the caller releases its own
                 lock.release()
 
     def _train(self) -> Result:

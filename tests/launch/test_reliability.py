@@ -256,3 +256,27 @@ def test_a_config_file_missing_or_not_compiling_is_one_line(tmp_path, module):
         done = _run(module, "--config=%s" % missing, *(extra + override))
         assert _one_line_error(done, program) == "%s: error: --config=%s: no such file (the configs " \
                                                  "are in configs/)." % (program, missing)
+
+
+def test_a_second_pretrain_is_refused_before_tensorflow_loads_and_writes_nothing(mlm_data, tmp_path):
+    workdir = tmp_path / "run"
+    holder = DirectoryLock(str(workdir), "launch.pretrain").acquire()
+    (workdir / "command.txt").write_text("the holder's command\n")
+    try:
+        done = _run("launch.pretrain", "--config=configs/quickstart.py",
+                    "--config.data.train_dir=%s" % mlm_data, "--workdir=%s" % workdir)
+    finally:
+        holder.release()
+    line = _one_line_error(done, "pretrain")
+    assert "%s is in use by pid %d on %s (launch.pretrain" % (workdir, os.getpid(), socket.gethostname()) in line
+    assert not _tensorflow_loaded(done)
+    assert (workdir / "command.txt").read_text() == "the holder's command\n"
+    assert sorted(os.listdir(workdir)) == ["command.txt"]
+
+
+def test_an_unwritable_workdir_fails_before_tensorflow_loads(mlm_data):
+    # /proc refuses new directories even to root (which ignores chmod).
+    done = _run("launch.pretrain", "--config=configs/quickstart.py",
+                "--config.data.train_dir=%s" % mlm_data, "--workdir=/proc/no/such/run")
+    assert "pretrain: error: cannot write to --workdir=/proc/no/such/run: " in _one_line_error(done, "pretrain")
+    assert not _tensorflow_loaded(done)
