@@ -35,9 +35,11 @@ class LockError(RuntimeError):
 
 class DirectoryLock:
     def __init__(self, directory: str, what: str, lease: float = DEFAULT_LEASE,
-                 heartbeat: float = DEFAULT_HEARTBEAT, log=None):
+                 heartbeat: float = DEFAULT_HEARTBEAT, log=None, path: str = None):
+        """`path`: the lock file, when not directory/.lock: a directory that must stay empty
+        until it is published by a rename (an export) is locked from a file beside it."""
         self.directory, self.what = directory, what
-        self.path = fs.join(directory, LOCK_FILE)
+        self.path = path or fs.join(directory, LOCK_FILE)
         self.lease, self.heartbeat = lease, heartbeat
         self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self._store = _GcsStore(self.path) if self.path.startswith("gs://") else _FileStore(self.path)
@@ -48,7 +50,7 @@ class DirectoryLock:
     # ------------------------------------------------------------------------------ holding
 
     def acquire(self):
-        fs.makedirs(self.directory)
+        fs.makedirs(self.path.rsplit("/", 1)[0] if "/" in self.path else ".")
         record = _me(self.what)
         if self._store.create(record):
             self._start(record)

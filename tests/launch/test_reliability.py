@@ -280,3 +280,18 @@ def test_an_unwritable_workdir_fails_before_tensorflow_loads(mlm_data):
                 "--config.data.train_dir=%s" % mlm_data, "--workdir=/proc/no/such/run")
     assert "pretrain: error: cannot write to --workdir=/proc/no/such/run: " in _one_line_error(done, "pretrain")
     assert not _tensorflow_loaded(done)
+
+
+def test_a_second_export_to_one_output_is_refused_naming_the_holder(tmp_path):
+    workdir, output = tmp_path / "run", tmp_path / "exports" / "1"
+    workdir.mkdir()
+    (workdir / "config.json").write_text("{}")
+    holder = DirectoryLock(str(output), "launch.export",
+                           path=str(tmp_path / "exports" / ".1.lock")).acquire()
+    try:
+        done = _run("launch.export", "--workdir=%s" % workdir, "--output=%s" % output)
+    finally:
+        holder.release()
+    assert "export: error: %s is in use by pid %d on %s (launch.export" % (
+        output, os.getpid(), socket.gethostname()) in _one_line_error(done, "export")
+    assert not os.path.exists(output)
