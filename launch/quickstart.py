@@ -31,8 +31,13 @@ flags.DEFINE_integer("steps", None, "Training steps (default: the config's 1500)
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress output
+    try:
+        os.makedirs(FLAGS.workdir, exist_ok=True)
+    except OSError as e:   # a file of that name, or no permission
+        print("quickstart: error: cannot use --workdir=%s as a directory: %s" % (FLAGS.workdir, e.strerror),
+              file=sys.stderr)
+        return 2
     common.import_tensorflow(FLAGS.verbose)
-    os.makedirs(FLAGS.workdir, exist_ok=True)
     corpus = sample_corpus.write_corpus(
         os.path.join(FLAGS.workdir, "corpus.txt"),
         sample_corpus.english_documents() + sample_corpus.chinese_documents())

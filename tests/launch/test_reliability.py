@@ -295,3 +295,10 @@ def test_a_second_export_to_one_output_is_refused_naming_the_holder(tmp_path):
     assert "export: error: %s is in use by pid %d on %s (launch.export" % (
         output, os.getpid(), socket.gethostname()) in _one_line_error(done, "export")
     assert not os.path.exists(output)
+
+
+def test_quickstart_with_a_file_for_its_workdir_is_one_line(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a directory")
+    assert _one_line_error(_run("launch.quickstart", "--workdir=%s" % afile), "quickstart") == \
+        "quickstart: error: cannot use --workdir=%s as a directory: File exists" % afile
