@@ -5,6 +5,7 @@ dropped on resume, every report has a time, and the ETA counts this process's ow
 import glob
 import json
 import os
+import resource
 import shutil
 
 import numpy as np
@@ -131,3 +132,23 @@ def test_counters_travel_through_float32_collectives_exactly():
         np.testing.assert_array_equal(distribute.gather_int(mirrored(2), value), [value, value])
     with pytest.raises(ValueError):
         distribute.gather_int(mirrored(2), 1 << 48)
+
+
+def test_a_full_disk_while_checkpointing_is_one_error_and_leaves_no_partial_checkpoint(mlm_data, tmp_path):
+    """Files stop growing at 64 KiB (RLIMIT_FSIZE: a write past it fails, as on a full disk): the
+    first checkpoint's data file cannot be written."""
+    workdir = str(tmp_path / "run")
+    trainer = Trainer(tiny_config(mlm_data, steps=2), workdir, progress=False)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    try:
+        with pytest.raises(TrainError) as e:
+            trainer.train()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(
+        "cannot save the checkpoint of step 2 in %s (" % RunDir(workdir).checkpoints), message
+    assert "its partial files were removed" in message and "it resumes from the start" in message
+    assert not [n for n in os.listdir(RunDir(workdir).checkpoints) if n.startswith("ckpt-")]
+    assert RunDir(workdir).checkpoint_steps() == []
