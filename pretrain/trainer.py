@@ -12,8 +12,11 @@ masks it would have seen; an unreadable newest checkpoint is skipped for the one
 SIGTERM (preemption) and Ctrl-C checkpoint at the next loop boundary (a second Ctrl-C quits at
 once). With several workers (launch.run) the chief writes the checkpoints and every worker
 restores them; with data.worker_split="files" each worker also keeps its own data position.
-Every path of the run directory is `rundir.RunDir`'s; the data and its streams are
-`train_data.TrainData`'s.
+The run records the data build it trains on (the manifest's fingerprint) and refuses the data
+directory once it holds another build (`build_data --overwrite`): at resume, and before each
+checkpoint and evaluation. Every path of the run directory is `rundir.RunDir`'s; the data and
+its streams are `train_data.TrainData`'s. A lock lets one process at a time train in a workdir
+(launch.pretrain takes it before anything is built).
 """
 
 import dataclasses
@@ -128,6 +131,15 @@ class Trainer:
                 raise TrainError("%s holds a run with a different config (%s differ). Use a new "
                                  "--workdir, or pass --allow_config_change to continue it anyway."
                                  % (self.workdir, ", ".join(changed)))
+        recorded = self.rundir.data_build()
+        if (recorded and m.fingerprint and recorded.get("fingerprint") != m.fingerprint
+                and not allow_config_change):
+            raise TrainError("%s holds another data build (%s) than the one this run trained on "
+                             "(build %s of %s). Rebuild the original data there (its build_data "
+                             "commands are in its command.txt), or train on this build with a new "
+                             "--workdir (or pass --allow_config_change to continue this run on it)."
+                             % (m.data_dir, m.fingerprint, recorded.get("fingerprint"),
+                                recorded.get("train_dir")))
 
     def resolved_config(self):
         d = json.loads(self.c.to_json())
@@ -288,6 +300,9 @@ class Trainer:
         started = time.time()
         if self.info.is_chief:
             self.rundir.write_config(self.resolved_config())
+            recorded = self.rundir.data_build()
+            if recorded is None or recorded.get("fingerprint") != self.manifest.fingerprint:
+                self.rundir.write_data_build(self.manifest)
             if self.manifest.vocab:
                 try:
                     self.rundir.copy_vocab(self.manifest.vocab)
@@ -347,12 +362,22 @@ class Trainer:
         return result
 
     def save(self):
+        self._check_data_build()
         try:
             return self.checkpoints.save(int(self.step.numpy()), self.model.weights)
         except CheckpointsError as e:
             raise TrainError(str(e))
 
+    def _check_data_build(self):
+        """Before a checkpoint or an evaluation: the data directory must still hold the build the
+        run loaded (a checkpoint must not mix in another build, nor an eval score come from it)."""
+        rebuilt = self.data.rebuilt()
+        if self._agree(rebuilt is not None):
+            raise TrainError(rebuilt or "another worker found %s rebuilt; the run stopped."
+                             % self.manifest.data_dir)
+
     def _eval_and_report(self, reporter, step):
+        self._check_data_build()
         m = self.evaluate(self.c.train.eval_steps)
         if m is not None:
             reporter.report(m, "eval", step)

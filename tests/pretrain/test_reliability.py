@@ -11,6 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
+from data_pipeline import builder, sources
+from data_pipeline.instances import InstanceConfig
 from data_pipeline.manifest import Manifest
 from pretrain import distribute, reporting
 from pretrain.rundir import RunDir
@@ -152,3 +154,44 @@ def test_a_full_disk_while_checkpointing_is_one_error_and_leaves_no_partial_chec
     assert "its partial files were removed" in message and "it resumes from the start" in message
     assert not [n for n in os.listdir(RunDir(workdir).checkpoints) if n.startswith("ckpt-")]
     assert RunDir(workdir).checkpoint_steps() == []
+
+
+def test_a_run_refuses_a_data_directory_rebuilt_under_it(mlm_data, corpus_dir, wordpiece_vocab, tmp_path):
+    data_dir, manifest = _data_copy(mlm_data, tmp_path)
+    workdir = str(tmp_path / "run")
+    Trainer(tiny_config(data_dir, steps=2), workdir, progress=False).train()
+    assert RunDir(workdir).data_build() == {"train_dir": data_dir, "fingerprint": manifest.fingerprint}
+    rebuilt = builder.build(builder.BuildConfig(   # `build_data --overwrite` with another seed
+        output_dir=data_dir, vocab=wordpiece_vocab, progress=False, num_shards=2, docs_per_chunk=16,
+        eval_fraction=0.2, instance=InstanceConfig(seq_len=32), seed=1, overwrite=True,
+        source=sources.SourceConfig(inputs=(str(corpus_dir / "en.txt"), str(corpus_dir / "zh.txt")))))
+    assert rebuilt.fingerprint != manifest.fingerprint
+    with pytest.raises(TrainError) as e:
+        Trainer(tiny_config(data_dir, steps=4), workdir, progress=False)
+    assert "%s holds another data build (%s) than the one this run trained on (build %s of %s). " \
+           "Rebuild the original data there" % (data_dir, rebuilt.fingerprint, manifest.fingerprint,
+                                                 data_dir) in str(e.value)
+    assert "new --workdir" in str(e.value)
+
+
+def test_a_run_stops_when_its_data_is_rebuilt_while_it_trains(mlm_data, tmp_path):
+    data_dir, manifest = _data_copy(mlm_data, tmp_path)
+    workdir = str(tmp_path / "run")
+    trainer = Trainer(tiny_config(data_dir, steps=6, eval_every=4), workdir, progress=False)
+    save = trainer.checkpoints.save
+
+    def save_then_rebuild(step, weights):   # a rebuild finishes by writing its manifest
+        path = save(step, weights)
+        record = json.load(open(os.path.join(data_dir, "manifest.json")))
+        record["fingerprint"] = "0123456789abcdef"
+        json.dump(record, open(os.path.join(data_dir, "manifest.json"), "w"))
+        return path
+
+    trainer.checkpoints.save = save_then_rebuild
+    with pytest.raises(TrainError) as e:
+        trainer.train()
+    assert str(e.value).startswith("%s was rebuilt while this run trained on it (build %s; now "
+                                   "0123456789abcdef). The run stopped without saving"
+                                   % (data_dir, manifest.fingerprint))
+    assert RunDir(workdir).checkpoint_steps() == [2]
+    assert [r["split"] for r in RunDir(workdir).metrics_rows()] == ["train", "train"]   # no eval at 4
