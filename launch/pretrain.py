@@ -102,8 +102,8 @@ def _train(c, lock):
     except (TrainError, ManifestError, distribute.StrategyError) as e:
         print("pretrain: error: %s" % e, file=sys.stderr)
         return 2
-    except KeyboardInterrupt:   # a second Ctrl-C: stop now, without a checkpoint
-        print("pretrain: stopped by a second Ctrl-C; the run resumes from its last checkpoint.",
+    except KeyboardInterrupt:   # Ctrl-C before the training loop: nothing to save yet
+        print("pretrain: stopped by Ctrl-C; the run resumes from its last checkpoint.",
               file=sys.stderr)
         return 130
     return {"finished": 0, "preempted": 0, "interrupted": 130}.get(result.status, 1)

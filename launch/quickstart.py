@@ -75,8 +75,8 @@ def main(argv):
     except (TrainError, ManifestError) as e:
         print("quickstart: error: %s" % e, file=sys.stderr)
         return 2
-    except KeyboardInterrupt:   # a second Ctrl-C: stop now, without a checkpoint
-        print("quickstart: stopped by a second Ctrl-C; re-run the command to resume.", file=sys.stderr)
+    except KeyboardInterrupt:   # Ctrl-C before the training loop (a second one in it exits at once)
+        print("quickstart: stopped by Ctrl-C; re-run the command to resume.", file=sys.stderr)
         return 130
     if result.status != "finished":   # Ctrl-C or SIGTERM: checkpointed at the loop boundary
         print("quickstart: stopped at step %d (%s); re-run the command to resume."

@@ -21,7 +21,9 @@ its streams are `train_data.TrainData`'s. A lock lets one process at a time trai
 
 import dataclasses
 import json
+import os
 import signal
+import socket
 import threading
 import time
 from typing import Optional
@@ -420,27 +422,57 @@ def _identity(config, key):
 
 class _StopSignals:
     """SIGTERM and SIGINT (Ctrl-C) ask the run to checkpoint and stop at the next loop boundary;
-    a second Ctrl-C stops at once (KeyboardInterrupt). Handlers only in the main thread."""
+    a second Ctrl-C ends the process at once (exit 130, no checkpoint). Python runs signal
+    handlers only between bytecodes of the main thread, so two Ctrl-C while a loop runs inside
+    TensorFlow would reach the handler as one, after the loop: every signal is also written to
+    a wakeup socket (`signal.set_wakeup_fd`), which a thread reads as it arrives. Handlers only
+    in the main thread."""
 
     def __init__(self):
         self.requested = None
         self._previous = {}
+        self._sockets = None
 
     def _handle(self, signum, frame):
-        if signum == signal.SIGINT and self.requested == signal.SIGINT:
-            raise KeyboardInterrupt
         if self.requested is None:
             self.requested = signum
             if signum == signal.SIGINT:
                 print("Ctrl-C: saving a checkpoint at the end of this loop, then stopping (press "
                       "again to quit now).", flush=True)
 
+    def _watch(self, read):
+        interrupts = 0
+        while True:
+            try:
+                data = read.recv(64)
+            except OSError:
+                return
+            if not data:              # the run left the loop: __exit__ closed the other end
+                return
+            interrupts += data.count(bytes([signal.SIGINT]))
+            if interrupts >= 2:
+                os.write(2, b"Second Ctrl-C: stopped at once, without a checkpoint; re-run the "
+                            b"same command to resume from the last one.\n")
+                os._exit(130)
+
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._previous[signum] = signal.signal(signum, self._handle)
+            self._sockets = socket.socketpair()
+            self._sockets[1].setblocking(False)
+            self._previous_fd = signal.set_wakeup_fd(self._sockets[1].fileno(),
+                                                     warn_on_full_buffer=False)
+            self._thread = threading.Thread(target=self._watch, args=(self._sockets[0],),
+                                            daemon=True, name="second-ctrl-c")
+            self._thread.start()
         return self
 
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        if self._sockets is not None:
+            signal.set_wakeup_fd(self._previous_fd)
+            self._sockets[1].close()
+            self._thread.join(timeout=5)
+            self._sockets[0].close()

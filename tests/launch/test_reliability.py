@@ -302,3 +302,25 @@ def test_quickstart_with_a_file_for_its_workdir_is_one_line(tmp_path):
     afile.write_text("not a directory")
     assert _one_line_error(_run("launch.quickstart", "--workdir=%s" % afile), "quickstart") == \
         "quickstart: error: cannot use --workdir=%s as a directory: File exists" % afile
+
+
+def test_a_second_ctrl_c_quits_at_once_while_a_loop_runs(mlm_data, tmp_path):
+    """Both Ctrl-C land inside one long loop (a tf.function), where Python runs no handler: the
+    second must still end the process at once, not at the loop boundary with a checkpoint."""
+    workdir = tmp_path / "run"
+    proc = _pretrain(mlm_data, workdir, "--config.train.steps=1000000", "--config.train.steps_per_loop=600",
+                     "--config.train.checkpoint_every=1000000")
+    _wait_for(workdir / "metrics.jsonl", proc, seconds=300)
+    row = json.loads(open(workdir / "metrics.jsonl").readline())
+    loop_seconds = 600 * 8 / row["examples_per_s"]
+    assert loop_seconds > 1.5, "the loop is too short to land both Ctrl-C in it: %.1f s" % loop_seconds
+    time.sleep(loop_seconds / 5)                 # inside the second loop
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    sent = time.time()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert time.time() - sent < loop_seconds / 2, (time.time() - sent, loop_seconds)
+    assert "Second Ctrl-C: stopped at once, without a checkpoint" in err and "checkpoint saved" not in err
+    assert not os.path.exists(workdir / "checkpoints" / "checkpoint")
