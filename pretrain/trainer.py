@@ -39,7 +39,8 @@ from pretrain.reporting import Reporter, summarise
 from pretrain.rundir import RunDir
 from pretrain.train_data import DataError, TrainData
 from pretrain.train_step import TrainState
-from storage.lock import DirectoryLock, LockError
+from storage import fs
+from storage.lock import READERS, DirectoryLock, LockError
 
 _RUN_IDENTITY = ("task", "model", "data", "seed")   # config parts a resumed run may not change
 _OPERATIONAL = ("skip_bad_shards",)                 # data fields that may change on resume
@@ -290,12 +291,31 @@ class Trainer:
                 lock = DirectoryLock(self.workdir, "launch.pretrain", log=self._log).acquire()
             except LockError as e:
                 raise TrainError(str(e))
+        reader = self._mark_data_read() if self.info.is_chief else None
         try:
             return self._train()
         finally:
             self.checkpoints.close()
+            if reader is not None:
+                reader.release()
             if lock is not None and lock is not self._lock:   # the caller releases its own
                 lock.release()
+
+    def _mark_data_read(self):
+        """Marks the data directory as read by this run (a lock file of its own in its READERS
+        folder), so that `build_data --overwrite` refuses it while the run trains. Data the run
+        cannot write to (a read-only mount, a shared bucket) stays unmarked: the build checks
+        before each checkpoint and evaluation still stop the run if it is rebuilt."""
+        data_dir = self.manifest.data_dir
+        path = fs.join(data_dir, READERS, "%s-%d.lock" % (socket.gethostname(), os.getpid()))
+        try:
+            return DirectoryLock(data_dir, "launch.pretrain into %s" % self.workdir, path=path,
+                                 log=self._log).acquire()
+        except Exception as e:   # noqa: BLE001 - any storage error: the mark is a courtesy
+            self._log("note: cannot mark %s as read by this run (%s); a build_data --overwrite "
+                      "there is not refused while it trains." % (data_dir, str(e).splitlines()[0]
+                                                                  if str(e) else type(e).__name__))
+            return None
 
     def _train(self) -> Result:
         c = self.c.train

@@ -7,6 +7,7 @@ import json
 import os
 import resource
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -156,15 +157,33 @@ def test_a_full_disk_while_checkpointing_is_one_error_and_leaves_no_partial_chec
     assert RunDir(workdir).checkpoint_steps() == []
 
 
-def test_a_run_refuses_a_data_directory_rebuilt_under_it(mlm_data, corpus_dir, wordpiece_vocab, tmp_path):
+def test_build_data_overwrite_refuses_the_data_of_a_live_run_and_a_resume_refuses_a_rebuild(
+        mlm_data, corpus_dir, wordpiece_vocab, tmp_path):
     data_dir, manifest = _data_copy(mlm_data, tmp_path)
-    workdir = str(tmp_path / "run")
-    Trainer(tiny_config(data_dir, steps=2), workdir, progress=False).train()
-    assert RunDir(workdir).data_build() == {"train_dir": data_dir, "fingerprint": manifest.fingerprint}
-    rebuilt = builder.build(builder.BuildConfig(   # `build_data --overwrite` with another seed
+    rebuild = builder.BuildConfig(   # `build_data --overwrite` with another seed
         output_dir=data_dir, vocab=wordpiece_vocab, progress=False, num_shards=2, docs_per_chunk=16,
         eval_fraction=0.2, instance=InstanceConfig(seq_len=32), seed=1, overwrite=True,
-        source=sources.SourceConfig(inputs=(str(corpus_dir / "en.txt"), str(corpus_dir / "zh.txt")))))
+        source=sources.SourceConfig(inputs=(str(corpus_dir / "en.txt"), str(corpus_dir / "zh.txt"))))
+    workdir = str(tmp_path / "run")
+    trainer = Trainer(tiny_config(data_dir, steps=2), workdir, progress=False)
+    save, refused = trainer.checkpoints.save, []
+
+    def rebuild_then_save(step, weights):
+        with pytest.raises(builder.BuildError) as e:
+            builder.build(rebuild)
+        refused.append(str(e.value))
+        return save(step, weights)
+
+    trainer.checkpoints.save = rebuild_then_save
+    trainer.train()
+    assert len(refused) == 1
+    assert refused[0].startswith("--overwrite would replace the data that a run reads: %s is read by "
+                                 "pid %d on %s (launch.pretrain into %s, started " % (
+                                     data_dir, os.getpid(), socket.gethostname(), workdir))
+    assert Manifest.load(data_dir).fingerprint == manifest.fingerprint
+    assert RunDir(workdir).data_build() == {"train_dir": data_dir, "fingerprint": manifest.fingerprint}
+
+    rebuilt = builder.build(rebuild)   # the run has ended: the overwrite goes ahead
     assert rebuilt.fingerprint != manifest.fingerprint
     with pytest.raises(TrainError) as e:
         Trainer(tiny_config(data_dir, steps=4), workdir, progress=False)
