@@ -76,7 +76,7 @@ def parse_flags(program: str, renamed=None):
             except SyntaxError as e:   # the config file (ml_collections loads it as the flag parses)
                 message = "%s, line %s: %s: %s" % (e.filename, e.lineno, e.msg, (e.text or "").strip())
             except (AttributeError, KeyError) as e:   # ml_collections: --config.<no such field>=
-                message = _no_such_field(argv, e, renamed or {})
+                message = no_such_field(argv, e, renamed)
             except ValueError as e:
                 message, hint = str(e), "\nPass --helpshort to see the flags."
         print("%s: error: %s%s" % (program, message, hint), file=sys.stderr)
@@ -102,14 +102,17 @@ def _missing_config_file(argv):
     return None
 
 
-def _no_such_field(argv, error, renamed):
+def no_such_field(argv, error, renamed=None, config=None):
     """One line for the --config.<path> override that names no field: the closest field there,
-    or the fields there are."""
-    try:   # the config before its overrides (loaded again), to find which one is wrong and why
-        flag = flags.FLAGS["config"]
-        config = flag.parser.parse(_config_spec(argv) or flag.config_filename)
-    except Exception:   # noqa: BLE001 - only for a better message; the error below says enough
-        config = None
+    or the fields there are. `config`: the config before its overrides (default: the --config
+    file, loaded again)."""
+    renamed = renamed or {}
+    if config is None:
+        try:
+            flag = flags.FLAGS["config"]
+            config = flag.parser.parse(_config_spec(argv) or flag.config_filename)
+        except Exception:   # noqa: BLE001 - only for a better message; the error below says enough
+            config = None
     for arg in argv[1:]:
         if not arg.startswith("--config."):
             continue
