@@ -68,7 +68,7 @@ def main(argv):
     lock = None
     if _is_chief():
         try:
-            lock = DirectoryLock(FLAGS.workdir, "launch.pretrain").acquire()
+            lock = DirectoryLock(FLAGS.workdir, "launch.pretrain", log=_log).acquire()
         except LockError as e:
             print("pretrain: error: %s" % e, file=sys.stderr)
             return 2
@@ -109,6 +109,11 @@ def _train(c, lock):
     return {"finished": 0, "preempted": 0, "interrupted": 130}.get(result.status, 1)
 
 
+def _log(text):
+    if FLAGS.progress:
+        print(text, file=sys.stderr, flush=True)
+
+
 def _is_chief():
     """Whether this process writes the workdir, read from TF_CONFIG before TensorFlow loads (as
     `distribute.WorkerInfo.is_chief`): the task "chief", or worker 0 when there is none. Only
@@ -121,6 +126,7 @@ def _is_chief():
     except (ValueError, TypeError, AttributeError):
         return False
     return kind in (None, "chief") or (kind == "worker" and index == 0 and "chief" not in cluster)
+
 
 if __name__ == "__main__":
     from pretrain.run_config import RENAMED
