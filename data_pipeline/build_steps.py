@@ -20,7 +20,7 @@ from data_pipeline.chunks import ChunkSettings
 from data_pipeline.manifest import MANIFEST_FILE, Manifest, Shard, Split, Vocab
 from data_pipeline.tokenizer import unknown_warning
 from storage import fs
-from storage.lock import DirectoryLock, LockError
+from storage.lock import READERS, DirectoryLock, LockError, live_holders
 
 BUILDER_VERSION = "1.0"
 STATE_FILE = "_build_state.json"
@@ -137,7 +137,12 @@ def prepare_output(c: BuildConfig, fingerprint, plan):
     fs.makedirs(out)
     manifest_path, state_path = fs.join(out, MANIFEST_FILE), fs.join(out, STATE_FILE)
     ours = [n for n in fs.listdir(out) if ".tfrecord" in n or n in (MANIFEST_FILE, STATE_FILE)]
-    if c.overwrite:
+    if c.overwrite and ours:
+        readers = live_holders(fs.glob(fs.join(out, READERS, "*.lock")))
+        if readers:
+            raise BuildError("--overwrite would replace the data that a run reads: %s is read by %s. "
+                             "Wait for the run to finish or stop it, or build into a new --output_dir."
+                             % (out, "; ".join(readers)))
         for name in ours:
             fs.remove(fs.join(out, name))
         ours = []

@@ -38,9 +38,15 @@ from launch import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", os.path.join(ROOT, "configs", "data", "base.py"),
-                                "Data-build config (configs/data/*.py); fields can be set with "
-                                "--config.<field>=<value>.")
+try:
+    config_flags.DEFINE_config_file("config", os.path.join(ROOT, "configs", "data", "base.py"),
+                                    "Data-build config (configs/data/*.py); fields can be set with "
+                                    "--config.<field>=<value>.")
+except (AttributeError, KeyError) as e:   # ml_collections applies --config.x overrides of the
+    # default config as the flag is defined, before any parser can report them
+    print("build_data: error: %s" % common.no_such_field(sys.argv, e, config=build_config.to_config_dict()),
+          file=sys.stderr)
+    sys.exit(2)
 
 # Shortcut flag -> (config field, help). A shortcut given on the command line overrides the
 # config file and its --config.* overrides; its default is the config's (configs/data/base.py).

@@ -62,22 +62,24 @@ def import_tensorflow(verbose: bool = False):
 
 
 def parse_flags(program: str, renamed=None):
-    """A flags parser for `app.run`: bad flags and --config.x overrides end in one line naming
-    the flag (exit 2), not a traceback. `renamed`: {old field path: new path}."""
+    """A flags parser for `app.run`: bad flags, a --config file that is missing or does not
+    compile, and --config.x overrides naming no field end in one line naming the flag or the file
+    (exit 2), not a traceback. `renamed`: {old field path: new path}."""
     def parse(argv):
-        try:
-            return flags.FLAGS(argv)
-        except flags.Error as e:
-            message = str(e)
-        except (AttributeError, KeyError) as e:   # ml_collections: --config.<no such field>=
-            field = next((a.split("=")[0] for a in argv[1:] if a.startswith("--config.")
-                          and _missing(a.split("=")[0][len("--config."):], e)), "a --config field")
-            old = field[len("--config."):]
-            message = ("%s: renamed to --config.%s" % (field, renamed[old]) if old in (renamed or {})
-                       else "%s: no such field in the config (%s)" % (field, str(e).strip("'\"")))
-        except ValueError as e:
-            message = str(e)
-        print("%s: error: %s\nPass --helpshort to see the flags." % (program, message), file=sys.stderr)
+        hint = ""
+        message = _missing_config_file(argv)
+        if message is None:
+            try:
+                return flags.FLAGS(argv)
+            except flags.Error as e:
+                message, hint = str(e), "\nPass --helpshort to see the flags."
+            except SyntaxError as e:   # the config file (ml_collections loads it as the flag parses)
+                message = "%s, line %s: %s: %s" % (e.filename, e.lineno, e.msg, (e.text or "").strip())
+            except (AttributeError, KeyError) as e:   # ml_collections: --config.<no such field>=
+                message = no_such_field(argv, e, renamed)
+            except ValueError as e:
+                message, hint = str(e), "\nPass --helpshort to see the flags."
+        print("%s: error: %s%s" % (program, message, hint), file=sys.stderr)
         sys.exit(2)
     return parse
 
@@ -95,8 +97,66 @@ def flag_problems(rules):
     return "; ".join(problems) or None
 
 
-def _missing(path, error):
-    return path.rsplit(".", 1)[-1] in str(error)
+def _config_spec(argv):
+    """The --config argument in argv ("file.py" or "file.py:argument"), or None."""
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.startswith("--config="):
+            return arg[len("--config="):]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _missing_config_file(argv):
+    # ml_collections reports a missing file only when the config is first used, in a traceback.
+    spec = _config_spec(argv)
+    if spec is not None and not os.path.isfile(spec.split(":", 1)[0]):
+        return "--config=%s: no such file (the configs are in configs/)." % spec.split(":", 1)[0]
+    return None
+
+
+def no_such_field(argv, error, renamed=None, config=None):
+    """One line for the --config.<path> override that names no field: the closest field there,
+    or the fields there are. `config`: the config before its overrides (default: the --config
+    file, loaded again)."""
+    renamed = renamed or {}
+    if config is None:
+        try:
+            flag = flags.FLAGS["config"]
+            config = flag.parser.parse(_config_spec(argv) or flag.config_filename)
+        except Exception:   # noqa: BLE001 - only for a better message; the error below says enough
+            config = None
+    for arg in argv[1:]:
+        if not arg.startswith("--config."):
+            continue
+        field = arg.split("=")[0][len("--config."):]
+        if field in renamed:
+            return "--config.%s: renamed to --config.%s" % (field, renamed[field])
+        problem = _field_problem(config, field) if config is not None else (
+            "no such field in the config" if field.rsplit(".", 1)[-1] in str(error) else None)
+        if problem:
+            return "--config.%s: %s" % (field, problem)
+    return "a --config field: no such field in the config (%s)" % str(error).splitlines()[0].strip("'\"")
+
+
+def _field_problem(config, path):
+    """Why `path` (a.b.c) names no field of `config`, naming the closest one; None if it does."""
+    import difflib
+
+    node, parts = config, path.split(".")
+    for i, part in enumerate(parts):
+        here = ".".join(parts[:i])
+        if not hasattr(node, "keys"):
+            return "no such field: config.%s is a value, not a section" % here
+        if part not in node:
+            close = difflib.get_close_matches(part, list(node.keys()), 1, 0.6)
+            if close:
+                return "no such field in the config; did you mean --config.%s?" % ".".join(
+                    parts[:i] + close + parts[i + 1:])
+            return "no such field in the config; %s has: %s" % (
+                "config.%s" % here if here else "the config", ", ".join(sorted(node.keys())))
+        node = node[part]
+    return None
 
 
 def read_jsonl(path: str, fields):

@@ -7,7 +7,8 @@ Writes bert_config.json, bert_model.ckpt.{index,data-00000-of-00001} (Google's v
 the vocabulary and export_manifest.json; the latest checkpoint unless --step is given. Load it with
 `pretrain.build_transformer_model(config, checkpoint)`, bert4keras, HF transformers' TF loader or
 google-research/bert's run_classifier.py. Re-running the same command does nothing; an output
-holding another export is refused. gs:// paths are checked first (`storage.gcs.preflight`).
+holding another export is refused, and so is a second export to an output while one writes it
+(a lock file .<output name>.lock beside it). gs:// paths are checked first (`storage.gcs.preflight`).
 """
 
 import sys
@@ -41,15 +42,17 @@ def main(argv):
     from pretrain import export
     from pretrain.google_checkpoint import CheckpointError
     from storage import gcs
+    from storage.lock import LockError
 
     def log(text):
         print(text, file=sys.stderr, flush=True)
 
     try:
         gcs.preflight(read=[FLAGS.workdir], write=[FLAGS.output])
-        manifest = export.export(FLAGS.workdir, FLAGS.output, step=FLAGS.step, ema=FLAGS.ema,
-                                 vocab=FLAGS.vocab, log=log)
-    except (export.ExportError, gcs.GcsError, CheckpointError) as e:
+        with _output_lock(FLAGS.output):
+            manifest = export.export(FLAGS.workdir, FLAGS.output, step=FLAGS.step, ema=FLAGS.ema,
+                                     vocab=FLAGS.vocab, log=log)
+    except (export.ExportError, gcs.GcsError, CheckpointError, LockError) as e:
         print("export: error: %s" % e, file=sys.stderr)
         return 2
     try:   # the run's log of what was done with it; the export is complete either way
@@ -59,6 +62,18 @@ def main(argv):
     for name, info in manifest["files"].items():
         print("  %-40s %12d bytes  sha256 %s" % (name, info["bytes"], info["sha256"][:16]))
     return 0
+
+
+def _output_lock(output):
+    """The lock of --output while exporting to it: two exports to one output would both write
+    and race to publish. It is a file beside the output (the output itself stays empty until the
+    export is renamed into place)."""
+    from storage import fs
+    from storage.lock import DirectoryLock
+
+    output = output.rstrip("/")
+    parent, name = output.rsplit("/", 1) if "/" in output else (".", output)
+    return DirectoryLock(output, "launch.export", path=fs.join(parent, ".%s.lock" % name))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ and exits 130 (a second Ctrl-C exits at once). Exit 2: bad config, data or workd
 run holds it); the message says which.
 """
 
+import json
 import os
 import sys
 
@@ -53,36 +54,78 @@ def main(argv):
         except ManifestError as e:
             print("pretrain: error: %s" % e, file=sys.stderr)
             return 2
-    if c.distribute.name == "tpu" and c.distribute.tpu not in ("", "local"):
-        # A pod slice, driven from worker 0: this client must not take the local chips, which the
-        # host's TPU runtime serves to the whole slice. TensorFlow reads this when it loads libtpu.
-        os.environ.setdefault("TPU_LOAD_LIBRARY", "0")
-    common.import_tensorflow(FLAGS.verbose)
-    from pretrain import distribute
-    from pretrain.trainer import TrainError, Trainer
-    from storage import gcs
-
     if FLAGS.preflight:
+        from storage import gcs
         try:
             gcs.preflight(read=[p for p in (c.data.train_dir, c.get("init_checkpoint")) if p],
                           write=[FLAGS.workdir])
         except gcs.GcsError as e:
             print("pretrain: error: %s" % e, file=sys.stderr)
             return 2
+    # The workdir's lock, before anything is built or written there: a second run on it is
+    # refused in a second (not after its model is built), and leaves the holder's files alone.
+    from storage.lock import DirectoryLock, LockError
+    lock = None
+    if _is_chief():
+        try:
+            lock = DirectoryLock(FLAGS.workdir, "launch.pretrain", log=_log).acquire()
+        except LockError as e:
+            print("pretrain: error: %s" % e, file=sys.stderr)
+            return 2
+        except OSError as e:
+            print("pretrain: error: cannot write to --workdir=%s: %s" % (FLAGS.workdir, e.strerror or e),
+                  file=sys.stderr)
+            return 2
+    try:
+        return _train(c, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(c, lock):
+    if c.distribute.name == "tpu" and c.distribute.tpu not in ("", "local"):
+        # A pod slice, driven from worker 0: this client must not take the local chips, which the
+        # host's TPU runtime serves to the whole slice. TensorFlow reads this when it loads libtpu.
+        os.environ.setdefault("TPU_LOAD_LIBRARY", "0")
+    common.import_tensorflow(FLAGS.verbose)
+    from data_pipeline.manifest import ManifestError
+    from pretrain import distribute
+    from pretrain.trainer import TrainError, Trainer
+
     try:
         trainer = Trainer(c, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change,
-                          progress=FLAGS.progress)
+                          progress=FLAGS.progress, lock=lock)
         if trainer.info.is_chief:
             common.record_command(FLAGS.workdir, "launch.pretrain")
         result = trainer.train()
     except (TrainError, ManifestError, distribute.StrategyError) as e:
         print("pretrain: error: %s" % e, file=sys.stderr)
         return 2
-    except KeyboardInterrupt:   # a second Ctrl-C: stop now, without a checkpoint
-        print("pretrain: stopped by a second Ctrl-C; the run resumes from its last checkpoint.",
+    except KeyboardInterrupt:   # Ctrl-C before the training loop: nothing to save yet
+        print("pretrain: stopped by Ctrl-C; the run resumes from its last checkpoint.",
               file=sys.stderr)
         return 130
     return {"finished": 0, "preempted": 0, "interrupted": 130}.get(result.status, 1)
+
+
+def _log(text):
+    if FLAGS.progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _is_chief():
+    """Whether this process writes the workdir, read from TF_CONFIG before TensorFlow loads (as
+    `distribute.WorkerInfo.is_chief`): the task "chief", or worker 0 when there is none. Only
+    MultiWorkerMirrored runs have other workers; a TF_CONFIG that does not parse is reported by
+    the strategy, and the trainer then takes the lock itself."""
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task, cluster = tf_config.get("task") or {}, tf_config.get("cluster") or {}
+        kind, index = task.get("type"), int(task.get("index", 0))
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return kind in (None, "chief") or (kind == "worker" and index == 0 and "chief" not in cluster)
 
 
 if __name__ == "__main__":

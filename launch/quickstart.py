@@ -31,8 +31,13 @@ flags.DEFINE_integer("steps", None, "Training steps (default: the config's 1500)
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress output
+    try:
+        os.makedirs(FLAGS.workdir, exist_ok=True)
+    except OSError as e:   # a file of that name, or no permission
+        print("quickstart: error: cannot use --workdir=%s as a directory: %s" % (FLAGS.workdir, e.strerror),
+              file=sys.stderr)
+        return 2
     common.import_tensorflow(FLAGS.verbose)
-    os.makedirs(FLAGS.workdir, exist_ok=True)
     corpus = sample_corpus.write_corpus(
         os.path.join(FLAGS.workdir, "corpus.txt"),
         sample_corpus.english_documents() + sample_corpus.chinese_documents())
@@ -70,8 +75,8 @@ def main(argv):
     except (TrainError, ManifestError) as e:
         print("quickstart: error: %s" % e, file=sys.stderr)
         return 2
-    except KeyboardInterrupt:   # a second Ctrl-C: stop now, without a checkpoint
-        print("quickstart: stopped by a second Ctrl-C; re-run the command to resume.", file=sys.stderr)
+    except KeyboardInterrupt:   # Ctrl-C before the training loop (a second one in it exits at once)
+        print("quickstart: stopped by Ctrl-C; re-run the command to resume.", file=sys.stderr)
         return 130
     if result.status != "finished":   # Ctrl-C or SIGTERM: checkpointed at the loop boundary
         print("quickstart: stopped at step %d (%s); re-run the command to resume."

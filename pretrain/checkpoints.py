@@ -109,9 +109,35 @@ class Checkpoints:
             return latest
         if step in self.unreadable and self.info.is_chief:
             self._move_aside(step)
-        if self.data_manager:
-            self.data_manager.save(checkpoint_number=step)
-        return self.manager.save(checkpoint_number=step)
+        try:
+            if self.data_manager:
+                self.data_manager.save(checkpoint_number=step)
+            return self.manager.save(checkpoint_number=step)
+        except (tf.errors.OpError, OSError) as e:
+            self._remove_partial(step)   # a full disk must not stay full of half a checkpoint
+            before = [s for s in self.rundir.checkpoint_steps() if s < step]
+            raise CheckpointsError(
+                "cannot save the checkpoint of step %d in %s (%s); its partial files were removed. "
+                "Free space (or fix the permissions) and re-run the same command: it resumes from %s."
+                % (step, self.directory, _first_line(e),
+                   "step %d" % before[-1] if before else "the start"))
+
+    def _remove_partial(self, step):
+        """Removes what a failed save of `step` wrote: its files and TensorFlow's ckpt-<step>_temp
+        directories, in the checkpoint directory and in this worker's data positions."""
+        directories = [self.directory] + ([self.data_manager.directory] if self.data_manager else [])
+        for directory in directories:
+            prefix = fs.join(directory, "ckpt-%d" % step)
+            for path in tf.io.gfile.glob(prefix + "_temp*") + tf.io.gfile.glob(prefix + ".*"):
+                if ".unreadable-" in path:
+                    continue
+                try:
+                    if tf.io.gfile.isdir(path):
+                        tf.io.gfile.rmtree(path)
+                    else:
+                        tf.io.gfile.remove(path)
+                except (tf.errors.OpError, OSError) as e:
+                    self.log("warning: could not remove %s (%s)." % (path, _first_line(e)))
 
     def _move_aside(self, step):
         prefix = self.rundir.checkpoint(step)

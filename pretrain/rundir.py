@@ -2,6 +2,8 @@
 
     workdir/
       config.json                         the resolved config the run trains with
+      data.json                           the data build it trains on (the manifest's
+                                          fingerprint): a rebuilt data directory is refused
       command.txt                         every command line that ran here (launch.*)
       .lock                               held by the process that trains here (storage.lock)
       vocab/vocab.txt | sentencepiece.model, vocab/vocab.json
@@ -25,6 +27,7 @@ from typing import List, Optional
 from storage import fs
 
 CONFIG_FILE = "config.json"
+DATA_FILE = "data.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
@@ -83,6 +86,16 @@ class RunDir:
         fs.makedirs(self.workdir)
         if not fs.exists(self.config):
             fs.write_json_atomic(self.config, resolved)
+
+    def data_build(self) -> Optional[dict]:
+        """{"train_dir", "fingerprint"} of the data build the run trains on; None for a new run
+        (or one from before this record)."""
+        path = fs.join(self.workdir, DATA_FILE)
+        return fs.read_json(path) if fs.exists(path) else None
+
+    def write_data_build(self, manifest):
+        fs.write_json_atomic(fs.join(self.workdir, DATA_FILE),
+                             {"train_dir": manifest.data_dir, "fingerprint": manifest.fingerprint})
 
     # ---------------------------------------------------------------------------- vocabulary
 

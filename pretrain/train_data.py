@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from data_pipeline import loader
 from data_pipeline.manifest import Manifest, ManifestError, Split
+from storage import fs
 
 
 class DataError(RuntimeError):
@@ -63,8 +64,28 @@ class TrainData:
                   % (len(bad), listing))
         self.skipped_shards = sorted(paths)
 
+    def rebuilt(self):
+        """Why the data directory no longer holds the build this run loaded (None: it still
+        does). `build_data --overwrite` while a run trains replaces its shards and eval split."""
+        built = self.manifest.fingerprint
+        if not built:   # records described by hand (Manifest.google): nothing identifies them
+            return None
+        try:
+            now = Manifest.load(self.manifest.data_dir).fingerprint
+        except ManifestError:
+            now = "none complete: it is being rebuilt"
+        if now == built:
+            return None
+        return ("%s was rebuilt while this run trained on it (build %s; now %s). The run stopped "
+                "without saving; to continue it, rebuild the original data there (its build_data "
+                "commands are in %s), or train on the new build with a new --workdir."
+                % (self.manifest.data_dir, built, now, fs.join(self.manifest.data_dir, "command.txt")))
+
     def read_error(self, split, error):
         """The message for a read error in the data: which shards differ from the manifest."""
+        rebuilt = self.rebuilt()
+        if rebuilt:
+            return rebuilt
         bad: List[Tuple[str, str]] = self.manifest.verify([split], checksums=True)
         found = ("these shards differ from the manifest: %s. Leave them out with "
                  "--config.data.skip_bad_shards=true (logged and counted), or rebuild the data."

@@ -12,13 +12,18 @@ masks it would have seen; an unreadable newest checkpoint is skipped for the one
 SIGTERM (preemption) and Ctrl-C checkpoint at the next loop boundary (a second Ctrl-C quits at
 once). With several workers (launch.run) the chief writes the checkpoints and every worker
 restores them; with data.worker_split="files" each worker also keeps its own data position.
-Every path of the run directory is `rundir.RunDir`'s; the data and its streams are
-`train_data.TrainData`'s.
+The run records the data build it trains on (the manifest's fingerprint) and refuses the data
+directory once it holds another build (`build_data --overwrite`): at resume, and before each
+checkpoint and evaluation. Every path of the run directory is `rundir.RunDir`'s; the data and
+its streams are `train_data.TrainData`'s. A lock lets one process at a time train in a workdir
+(launch.pretrain takes it before anything is built).
 """
 
 import dataclasses
 import json
+import os
 import signal
+import socket
 import threading
 import time
 from typing import Optional
@@ -34,7 +39,8 @@ from pretrain.reporting import Reporter, summarise
 from pretrain.rundir import RunDir
 from pretrain.train_data import DataError, TrainData
 from pretrain.train_step import TrainState
-from storage.lock import DirectoryLock, LockError
+from storage import fs
+from storage.lock import READERS, DirectoryLock, LockError
 
 _RUN_IDENTITY = ("task", "model", "data", "seed")   # config parts a resumed run may not change
 _OPERATIONAL = ("skip_bad_shards",)                 # data fields that may change on resume
@@ -55,7 +61,11 @@ class Result:
 
 class Trainer:
     def __init__(self, config, workdir: str, strategy=None, allow_config_change: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, lock: Optional[DirectoryLock] = None):
+        """`lock`: the lock on `workdir` this process already holds (launch.pretrain takes it
+        before building anything, so that a second run is refused at once); without it, the
+        chief takes the lock when training starts."""
+        self._lock = lock
         try:
             run_config.check(config)
         except run_config.ConfigError as e:
@@ -124,6 +134,15 @@ class Trainer:
                 raise TrainError("%s holds a run with a different config (%s differ). Use a new "
                                  "--workdir, or pass --allow_config_change to continue it anyway."
                                  % (self.workdir, ", ".join(changed)))
+        recorded = self.rundir.data_build()
+        if (recorded and m.fingerprint and recorded.get("fingerprint") != m.fingerprint
+                and not allow_config_change):
+            raise TrainError("%s holds another data build (%s) than the one this run trained on "
+                             "(build %s of %s). Rebuild the original data there (its build_data "
+                             "commands are in its command.txt), or train on this build with a new "
+                             "--workdir (or pass --allow_config_change to continue this run on it)."
+                             % (m.data_dir, m.fingerprint, recorded.get("fingerprint"),
+                                recorded.get("train_dir")))
 
     def resolved_config(self):
         d = json.loads(self.c.to_json())
@@ -266,24 +285,46 @@ class Trainer:
     # ----------------------------------------------------------------------------- the run
 
     def train(self) -> Result:
-        lock = None
-        if self.info.is_chief:
+        lock = self._lock
+        if self.info.is_chief and lock is None:
             try:
                 lock = DirectoryLock(self.workdir, "launch.pretrain", log=self._log).acquire()
             except LockError as e:
                 raise TrainError(str(e))
+        reader = self._mark_data_read() if self.info.is_chief else None
         try:
             return self._train()
         finally:
             self.checkpoints.close()
-            if lock is not None:
+            if reader is not None:
+                reader.release()
+            if lock is not None and lock is not self._lock:   # the caller releases its own
                 lock.release()
+
+    def _mark_data_read(self):
+        """Marks the data directory as read by this run (a lock file of its own in its READERS
+        folder), so that `build_data --overwrite` refuses it while the run trains. Data the run
+        cannot write to (a read-only mount, a shared bucket) stays unmarked: the build checks
+        before each checkpoint and evaluation still stop the run if it is rebuilt."""
+        data_dir = self.manifest.data_dir
+        path = fs.join(data_dir, READERS, "%s-%d.lock" % (socket.gethostname(), os.getpid()))
+        try:
+            return DirectoryLock(data_dir, "launch.pretrain into %s" % self.workdir, path=path,
+                                 log=self._log).acquire()
+        except Exception as e:   # noqa: BLE001 - any storage error: the mark is a courtesy
+            self._log("note: cannot mark %s as read by this run (%s); a build_data --overwrite "
+                      "there is not refused while it trains." % (data_dir, str(e).splitlines()[0]
+                                                                  if str(e) else type(e).__name__))
+            return None
 
     def _train(self) -> Result:
         c = self.c.train
         started = time.time()
         if self.info.is_chief:
             self.rundir.write_config(self.resolved_config())
+            recorded = self.rundir.data_build()
+            if recorded is None or recorded.get("fingerprint") != self.manifest.fingerprint:
+                self.rundir.write_data_build(self.manifest)
             if self.manifest.vocab:
                 try:
                     self.rundir.copy_vocab(self.manifest.vocab)
@@ -343,12 +384,22 @@ class Trainer:
         return result
 
     def save(self):
+        self._check_data_build()
         try:
             return self.checkpoints.save(int(self.step.numpy()), self.model.weights)
         except CheckpointsError as e:
             raise TrainError(str(e))
 
+    def _check_data_build(self):
+        """Before a checkpoint or an evaluation: the data directory must still hold the build the
+        run loaded (a checkpoint must not mix in another build, nor an eval score come from it)."""
+        rebuilt = self.data.rebuilt()
+        if self._agree(rebuilt is not None):
+            raise TrainError(rebuilt or "another worker found %s rebuilt; the run stopped."
+                             % self.manifest.data_dir)
+
     def _eval_and_report(self, reporter, step):
+        self._check_data_build()
         m = self.evaluate(self.c.train.eval_steps)
         if m is not None:
             reporter.report(m, "eval", step)
@@ -391,27 +442,57 @@ def _identity(config, key):
 
 class _StopSignals:
     """SIGTERM and SIGINT (Ctrl-C) ask the run to checkpoint and stop at the next loop boundary;
-    a second Ctrl-C stops at once (KeyboardInterrupt). Handlers only in the main thread."""
+    a second Ctrl-C ends the process at once (exit 130, no checkpoint). Python runs signal
+    handlers only between bytecodes of the main thread, so two Ctrl-C while a loop runs inside
+    TensorFlow would reach the handler as one, after the loop: every signal is also written to
+    a wakeup socket (`signal.set_wakeup_fd`), which a thread reads as it arrives. Handlers only
+    in the main thread."""
 
     def __init__(self):
         self.requested = None
         self._previous = {}
+        self._sockets = None
 
     def _handle(self, signum, frame):
-        if signum == signal.SIGINT and self.requested == signal.SIGINT:
-            raise KeyboardInterrupt
         if self.requested is None:
             self.requested = signum
             if signum == signal.SIGINT:
                 print("Ctrl-C: saving a checkpoint at the end of this loop, then stopping (press "
                       "again to quit now).", flush=True)
 
+    def _watch(self, read):
+        interrupts = 0
+        while True:
+            try:
+                data = read.recv(64)
+            except OSError:
+                return
+            if not data:              # the run left the loop: __exit__ closed the other end
+                return
+            interrupts += data.count(bytes([signal.SIGINT]))
+            if interrupts >= 2:
+                os.write(2, b"Second Ctrl-C: stopped at once, without a checkpoint; re-run the "
+                            b"same command to resume from the last one.\n")
+                os._exit(130)
+
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._previous[signum] = signal.signal(signum, self._handle)
+            self._sockets = socket.socketpair()
+            self._sockets[1].setblocking(False)
+            self._previous_fd = signal.set_wakeup_fd(self._sockets[1].fileno(),
+                                                     warn_on_full_buffer=False)
+            self._thread = threading.Thread(target=self._watch, args=(self._sockets[0],),
+                                            daemon=True, name="second-ctrl-c")
+            self._thread.start()
         return self
 
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        if self._sockets is not None:
+            signal.set_wakeup_fd(self._previous_fd)
+            self._sockets[1].close()
+            self._thread.join(timeout=5)
+            self._sockets[0].close()

@@ -13,6 +13,9 @@ host) never blocks a relaunch:
 A dead holder's lock is taken over, saying so. Taking the lock is atomic: O_CREAT|O_EXCL on a
 local file system, a generation precondition on Cloud Storage (two processes cannot both take a
 free or a stale lock). Other remote file systems get a best-effort lock.
+
+Processes that only read a directory (runs reading their data) each hold a lock file of their own
+in its READERS folder; a writer about to replace the directory asks `live_holders` for them.
 """
 
 import json
@@ -25,6 +28,7 @@ import time
 from storage import fs
 
 LOCK_FILE = ".lock"
+READERS = ".readers"        # a directory's readers: one lock file each (READERS/<host>-<pid>.lock)
 DEFAULT_LEASE = 120.0       # seconds without a heartbeat after which another host may take over
 DEFAULT_HEARTBEAT = 30.0
 
@@ -35,9 +39,11 @@ class LockError(RuntimeError):
 
 class DirectoryLock:
     def __init__(self, directory: str, what: str, lease: float = DEFAULT_LEASE,
-                 heartbeat: float = DEFAULT_HEARTBEAT, log=None):
+                 heartbeat: float = DEFAULT_HEARTBEAT, log=None, path: str = None):
+        """`path`: the lock file, when not directory/.lock: a directory that must stay empty
+        until it is published by a rename (an export) is locked from a file beside it."""
         self.directory, self.what = directory, what
-        self.path = fs.join(directory, LOCK_FILE)
+        self.path = path or fs.join(directory, LOCK_FILE)
         self.lease, self.heartbeat = lease, heartbeat
         self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self._store = _GcsStore(self.path) if self.path.startswith("gs://") else _FileStore(self.path)
@@ -48,7 +54,7 @@ class DirectoryLock:
     # ------------------------------------------------------------------------------ holding
 
     def acquire(self):
-        fs.makedirs(self.directory)
+        fs.makedirs(self.path.rsplit("/", 1)[0] if "/" in self.path else ".")
         record = _me(self.what)
         if self._store.create(record):
             self._start(record)
@@ -103,6 +109,18 @@ class DirectoryLock:
                     return
             except Exception as e:   # a passing storage error: the next beat tries again
                 self.log("warning: could not refresh the lock %s (%s)." % (self.path, e))
+
+
+def live_holders(paths, lease: float = DEFAULT_LEASE):
+    """Descriptions of the live holders of the lock files `paths` (files of dead ones are left
+    out): readers that mark a directory each with a lock file of their own (`READERS`)."""
+    out = []
+    for path in paths:
+        store = _GcsStore(path) if path.startswith("gs://") else _FileStore(path)
+        record, _ = store.read()
+        if record is not None and _alive(record, lease)[0]:
+            out.append(_describe(record))
+    return out
 
 
 # ------------------------------------------------------------------------------- holders

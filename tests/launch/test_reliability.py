@@ -245,3 +245,120 @@ def test_no_tensorflow_start_up_noise_unless_asked(mlm_data, tmp_path):
     assert verbose.returncode == 0 and "oneDNN" in verbose.stderr
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4]
+
+
+def _one_line_error(done, program):
+    """The command failed with exit 2 and one line of error (no traceback, no escaped text)."""
+    lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("import time:")]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("%s: error: " % program) and "\\n" not in lines[0] and "\\'" not in lines[0]
+    return lines[0]
+
+
+def _run(module, *args):
+    """`python -m module args` as a user runs it (TensorFlow's start-up noise hidden), with the
+    modules it imports listed (-X importtime)."""
+    return subprocess.run([sys.executable, "-X", "importtime", "-m", module] + list(args), cwd=ROOT,
+                          env=env_without_log_level(PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=120)
+
+
+def _tensorflow_loaded(done):
+    return " tensorflow\n" in done.stderr or "| tensorflow" in done.stderr
+
+
+def test_a_mistyped_config_section_names_the_flag_and_the_closest_field(tmp_path):
+    done = _run("launch.pretrain", "--config=configs/quickstart.py", "--workdir=%s" % tmp_path,
+                "--config.trian.steps=3")
+    assert _one_line_error(done, "pretrain") == ("pretrain: error: --config.trian.steps: no such field "
+                                                 "in the config; did you mean --config.train.steps?")
+    # build_data's default config takes its overrides as its flag is defined, not when flags parse
+    done = _run("launch.build_data", "--config.instanse.seq_len=64")
+    assert _one_line_error(done, "build_data") == (
+        "build_data: error: --config.instanse.seq_len: no such field in the config; did you mean "
+        "--config.instance.seq_len?")
+
+
+@pytest.mark.parametrize("module", ["launch.pretrain", "launch.build_data"])
+def test_a_config_file_missing_or_not_compiling_is_one_line(tmp_path, module):
+    program = module.split(".")[1]
+    bad = tmp_path / "bad.py"
+    bad.write_text("from configs import base\n\ndef get_config(:\n    return base.get_config()\n")
+    extra = ["--workdir=%s" % (tmp_path / "run")] if program == "pretrain" else []
+    line = _one_line_error(_run(module, "--config=%s" % bad, *extra), program)
+    assert line.startswith("%s: error: %s, line 3: " % (program, bad)) and "get_config(:" in line
+    missing = tmp_path / "missing.py"
+    for override in ([], ["--config.seed=1"]):
+        done = _run(module, "--config=%s" % missing, *(extra + override))
+        assert _one_line_error(done, program) == "%s: error: --config=%s: no such file (the configs " \
+                                                 "are in configs/)." % (program, missing)
+
+
+def test_a_second_pretrain_is_refused_before_tensorflow_loads_and_writes_nothing(mlm_data, tmp_path):
+    workdir = tmp_path / "run"
+    holder = DirectoryLock(str(workdir), "launch.pretrain").acquire()
+    (workdir / "command.txt").write_text("the holder's command\n")
+    try:
+        done = _run("launch.pretrain", "--config=configs/quickstart.py",
+                    "--config.data.train_dir=%s" % mlm_data, "--workdir=%s" % workdir)
+    finally:
+        holder.release()
+    line = _one_line_error(done, "pretrain")
+    assert "%s is in use by pid %d on %s (launch.pretrain" % (
+        workdir, os.getpid(), socket.gethostname()) in line
+    assert not _tensorflow_loaded(done)
+    assert (workdir / "command.txt").read_text() == "the holder's command\n"
+    assert sorted(os.listdir(workdir)) == ["command.txt"]
+
+
+def test_an_unwritable_workdir_fails_before_tensorflow_loads(mlm_data):
+    # /proc refuses new directories even to root (which ignores chmod).
+    done = _run("launch.pretrain", "--config=configs/quickstart.py",
+                "--config.data.train_dir=%s" % mlm_data, "--workdir=/proc/no/such/run")
+    line = _one_line_error(done, "pretrain")
+    assert line.startswith("pretrain: error: cannot write to --workdir=/proc/no/such/run: ")
+    assert not _tensorflow_loaded(done)
+
+
+def test_a_second_export_to_one_output_is_refused_naming_the_holder(tmp_path):
+    workdir, output = tmp_path / "run", tmp_path / "exports" / "1"
+    workdir.mkdir()
+    (workdir / "config.json").write_text("{}")
+    holder = DirectoryLock(str(output), "launch.export",
+                           path=str(tmp_path / "exports" / ".1.lock")).acquire()
+    try:
+        done = _run("launch.export", "--workdir=%s" % workdir, "--output=%s" % output)
+    finally:
+        holder.release()
+    assert "export: error: %s is in use by pid %d on %s (launch.export" % (
+        output, os.getpid(), socket.gethostname()) in _one_line_error(done, "export")
+    assert not os.path.exists(output)
+
+
+def test_quickstart_with_a_file_for_its_workdir_is_one_line(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a directory")
+    assert _one_line_error(_run("launch.quickstart", "--workdir=%s" % afile), "quickstart") == \
+        "quickstart: error: cannot use --workdir=%s as a directory: File exists" % afile
+
+
+def test_a_second_ctrl_c_quits_at_once_while_a_loop_runs(mlm_data, tmp_path):
+    """Both Ctrl-C land inside one long loop (a tf.function), where Python runs no handler: the
+    second must still end the process at once, not at the loop boundary with a checkpoint."""
+    workdir = tmp_path / "run"
+    proc = _pretrain(mlm_data, workdir, "--config.train.steps=1000000",
+                     "--config.train.steps_per_loop=600", "--config.train.checkpoint_every=1000000")
+    _wait_for(workdir / "metrics.jsonl", proc, seconds=300)
+    row = json.loads(open(workdir / "metrics.jsonl").readline())
+    loop_seconds = 600 * 8 / row["examples_per_s"]
+    assert loop_seconds > 1.5, "the loop is too short to land both Ctrl-C in it: %.1f s" % loop_seconds
+    time.sleep(loop_seconds / 5)                 # inside the second loop
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    sent = time.time()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert time.time() - sent < loop_seconds / 2, (time.time() - sent, loop_seconds)
+    assert "Second Ctrl-C: stopped at once, without a checkpoint" in err and "checkpoint saved" not in err
+    assert not os.path.exists(workdir / "checkpoints" / "checkpoint")

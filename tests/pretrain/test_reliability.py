@@ -5,11 +5,15 @@ dropped on resume, every report has a time, and the ETA counts this process's ow
 import glob
 import json
 import os
+import resource
 import shutil
+import socket
 
 import numpy as np
 import pytest
 
+from data_pipeline import builder, sources
+from data_pipeline.instances import InstanceConfig
 from data_pipeline.manifest import Manifest
 from pretrain import distribute, reporting
 from pretrain.rundir import RunDir
@@ -131,3 +135,82 @@ def test_counters_travel_through_float32_collectives_exactly():
         np.testing.assert_array_equal(distribute.gather_int(mirrored(2), value), [value, value])
     with pytest.raises(ValueError):
         distribute.gather_int(mirrored(2), 1 << 48)
+
+
+def test_a_full_disk_while_checkpointing_is_one_error_and_leaves_no_partial_checkpoint(mlm_data, tmp_path):
+    """Files stop growing at 64 KiB (RLIMIT_FSIZE: a write past it fails, as on a full disk): the
+    first checkpoint's data file cannot be written."""
+    workdir = str(tmp_path / "run")
+    trainer = Trainer(tiny_config(mlm_data, steps=2), workdir, progress=False)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    try:
+        with pytest.raises(TrainError) as e:
+            trainer.train()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(
+        "cannot save the checkpoint of step 2 in %s (" % RunDir(workdir).checkpoints), message
+    assert "its partial files were removed" in message and "it resumes from the start" in message
+    assert not [n for n in os.listdir(RunDir(workdir).checkpoints) if n.startswith("ckpt-")]
+    assert RunDir(workdir).checkpoint_steps() == []
+
+
+def test_build_data_overwrite_refuses_the_data_of_a_live_run_and_a_resume_refuses_a_rebuild(
+        mlm_data, corpus_dir, wordpiece_vocab, tmp_path):
+    data_dir, manifest = _data_copy(mlm_data, tmp_path)
+    rebuild = builder.BuildConfig(   # `build_data --overwrite` with another seed
+        output_dir=data_dir, vocab=wordpiece_vocab, progress=False, num_shards=2, docs_per_chunk=16,
+        eval_fraction=0.2, instance=InstanceConfig(seq_len=32), seed=1, overwrite=True,
+        source=sources.SourceConfig(inputs=(str(corpus_dir / "en.txt"), str(corpus_dir / "zh.txt"))))
+    workdir = str(tmp_path / "run")
+    trainer = Trainer(tiny_config(data_dir, steps=2), workdir, progress=False)
+    save, refused = trainer.checkpoints.save, []
+
+    def rebuild_then_save(step, weights):
+        with pytest.raises(builder.BuildError) as e:
+            builder.build(rebuild)
+        refused.append(str(e.value))
+        return save(step, weights)
+
+    trainer.checkpoints.save = rebuild_then_save
+    trainer.train()
+    assert len(refused) == 1
+    assert refused[0].startswith("--overwrite would replace the data that a run reads: %s is read by "
+                                 "pid %d on %s (launch.pretrain into %s, started " % (
+                                     data_dir, os.getpid(), socket.gethostname(), workdir))
+    assert Manifest.load(data_dir).fingerprint == manifest.fingerprint
+    assert RunDir(workdir).data_build() == {"train_dir": data_dir, "fingerprint": manifest.fingerprint}
+
+    rebuilt = builder.build(rebuild)   # the run has ended: the overwrite goes ahead
+    assert rebuilt.fingerprint != manifest.fingerprint
+    with pytest.raises(TrainError) as e:
+        Trainer(tiny_config(data_dir, steps=4), workdir, progress=False)
+    assert "%s holds another data build (%s) than the one this run trained on (build %s of %s). " \
+           "Rebuild the original data there" % (data_dir, rebuilt.fingerprint, manifest.fingerprint,
+                                                 data_dir) in str(e.value)
+    assert "new --workdir" in str(e.value)
+
+
+def test_a_run_stops_when_its_data_is_rebuilt_while_it_trains(mlm_data, tmp_path):
+    data_dir, manifest = _data_copy(mlm_data, tmp_path)
+    workdir = str(tmp_path / "run")
+    trainer = Trainer(tiny_config(data_dir, steps=6, eval_every=4), workdir, progress=False)
+    save = trainer.checkpoints.save
+
+    def save_then_rebuild(step, weights):   # a rebuild finishes by writing its manifest
+        path = save(step, weights)
+        record = json.load(open(os.path.join(data_dir, "manifest.json")))
+        record["fingerprint"] = "0123456789abcdef"
+        json.dump(record, open(os.path.join(data_dir, "manifest.json"), "w"))
+        return path
+
+    trainer.checkpoints.save = save_then_rebuild
+    with pytest.raises(TrainError) as e:
+        trainer.train()
+    assert str(e.value).startswith("%s was rebuilt while this run trained on it (build %s; now "
+                                   "0123456789abcdef). The run stopped without saving"
+                                   % (data_dir, manifest.fingerprint))
+    assert RunDir(workdir).checkpoint_steps() == [2]
+    assert [r["split"] for r in RunDir(workdir).metrics_rows()] == ["train", "train"]   # no eval at 4
