@@ -242,7 +242,9 @@ def test_no_tensorflow_start_up_noise_unless_asked(mlm_data, tmp_path):
     assert not start_up_noise(done.stderr), start_up_noise(done.stderr)
     verbose = subprocess.run(cmd + ["--verbose", "--config.train.steps=4"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=300)
-    assert verbose.returncode == 0 and "oneDNN" in verbose.stderr
+    # What TensorFlow prints depends on the CPU (oneDNN's line only where it enables oneDNN:
+    # AVX-512 and newer); some of it must show.
+    assert verbose.returncode == 0 and start_up_noise(verbose.stderr), verbose.stderr[-2000:]
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4]
 

@@ -117,11 +117,13 @@ def test_repeated_metrics_rows_are_dropped_and_every_row_has_a_time(mlm_data, tm
     assert [r for r in rows if r["split"] == "train"][-1]["loss"] != 1.0
 
 
-def test_the_eta_counts_the_steps_of_this_process(tmp_path, capsys):
+def test_the_eta_counts_the_steps_of_this_process(tmp_path, capsys, monkeypatch):
     reporter = reporting.Reporter(RunDir(str(tmp_path)), total_steps=1_000_000, enabled=True,
                                   progress=True)
+    now = [1000.0]   # a clock of our own: a loaded machine must not move the ETA
+    monkeypatch.setattr(reporting.time, "time", lambda: now[0])
     reporter.start(500_000)                      # a run resumed half-way
-    reporter.first_time -= 10.0                  # ... that has run 100 steps in 10 s since
+    now[0] += 10.0                               # ... that has run 100 steps in 10 s since
     metrics = {"loss": 1.0, "mlm_accuracy": 0.5, "lr": 1e-4, "examples_per_s": 1.0, "tokens_per_s": 1.0}
     reporter.report(metrics, "train", 500_100)
     # 499,900 steps left at 0.1 s each: 13:53:10 (not the 0:00:10 of "elapsed / all steps").
