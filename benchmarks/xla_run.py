@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -158,7 +159,93 @@ def compare(first, spec, reference_npz):
     return metrics, worst
 
 
-def run(directory, device="cpu", warmup=3, steps=20, save_first=None):
+# Where the step's time goes: each HLO instruction of the compiled module is put in the first
+# category whose pattern matches its TensorFlow op name (the metadata the XLA bridge keeps).
+CATEGORIES = [
+    ("dropout masks", r"dropout|[Ss]tateless_?[Rr]andom|[Rr]andom_?[Uu]niform|random_bits|Philox|RngBit"),
+    ("loss (softmax cross-entropy)", r"SoftmaxCrossEntropy|log_softmax|sigmoid_cross_entropy"),
+    ("attention softmax", r"Softmax"),
+    ("layer norms", r"LayerNorm|layer_norm|moments|rsqrt|Rsqrt"),
+    ("matmuls", r"MatMul|Einsum|Tensordot|BatchMatMul|Conv"),
+    ("bias gradients", r"BiasAddGrad|gradient_tape/.*add[^/]*/Sum"),
+    ("gradient norm and clipping", r"global_norm|clip_by_global_norm|is_finite|IsFinite"),
+    ("optimizer update", r"^cond/|/cond/|^cond$|lamb|adamw|adam/|sgd|lookahead|update_step|AssignSub|AssignAdd"),
+    ("embedding lookups and their gradients", r"Gather|embedding|UnsortedSegmentSum|ScatterNd|Scatter"),
+    ("activations (gelu, tanh)", r"[Gg]elu|Erf|Tanh|Pow"),
+    ("casts", r"Cast"),
+    ("copies and transposes (layout)", r"[Tt]ranspose|Reshape"),   # attention's head split/merge
+]
+
+
+# Instructions whose events contain those of the instructions they call (counted there).
+CONTAINERS = ("call", "while", "conditional", "async-start", "async-done")
+
+
+def _instruction_ops(hlo_text):
+    """{instruction name: (opcode, TensorFlow op name)} of an optimized HLO module's text."""
+    ops = {}
+    for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = [^\n]*?\b([a-z][\w\-]*)\((?:[^\n]*?op_name=\"([^\"]*)\")?",
+                         hlo_text, re.M):
+        ops[m.group(1)] = (m.group(2), m.group(3) or "")
+    return ops
+
+
+def categorise(opcode, op_name):
+    if opcode in ("dot", "convolution"):
+        return "matmuls"
+    for category, pattern in CATEGORIES:
+        if re.search(pattern, op_name):
+            return category
+    if opcode in ("copy", "transpose", "bitcast", "copy-start", "copy-done"):
+        return "copies and transposes (layout)"
+    return "other"
+
+
+def profile(jax, executable, step, arguments, steps):
+    """Runs `steps` steps under JAX's profiler; returns the time per category (summed over the
+    device's op events, or on a CPU over the threads that ran the instructions) and the 15
+    instructions that took longest, each with its TensorFlow op name."""
+    import tempfile
+
+    ops = {}
+    for module in executable.hlo_modules():
+        ops.update(_instruction_ops(module.to_string()))
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            for _ in range(steps):
+                outputs, arguments = step(arguments)
+                jax.block_until_ready(outputs)
+        paths = [os.path.join(d, f) for d, _, files in os.walk(trace_dir) for f in files
+                 if f.endswith(".xplane.pb")]
+        data = jax.profiler.ProfileData.from_file(paths[0])
+    per_op = {}
+    for plane in data.planes:
+        device = not plane.name.startswith("/host")
+        for line in plane.lines:
+            if device and line.name != "XLA Ops":
+                continue
+            for event in line.events:
+                if event.name in ops and ops[event.name][0] not in CONTAINERS:
+                    per_op[event.name] = per_op.get(event.name, 0) + event.duration_ns
+    total = sum(per_op.values()) or 1
+    categories = {}
+    for name, ns in per_op.items():
+        c = categorise(*ops[name])
+        categories[c] = categories.get(c, 0) + ns
+    return {
+        "measured_over_steps": steps,
+        "ms_per_step": {c: round(ns / steps / 1e6, 3) for c, ns in sorted(
+            categories.items(), key=lambda kv: -kv[1])},
+        "percent": {c: round(100 * ns / total, 1) for c, ns in sorted(
+            categories.items(), key=lambda kv: -kv[1])},
+        "top_instructions": [{"name": n, "ms_per_step": round(ns / steps / 1e6, 3),
+                              "opcode": ops[n][0], "op_name": ops[n][1],
+                              "category": categorise(*ops[n])}
+                             for n, ns in sorted(per_op.items(), key=lambda kv: -kv[1])[:15]],
+    }
+
+
+def run(directory, device="cpu", warmup=3, steps=20, save_first=None, profile_steps=0):
     with open(os.path.join(directory, "step.json")) as f:
         spec = json.load(f)
     if spec.get("format") != FORMAT:
@@ -203,6 +290,7 @@ def run(directory, device="cpu", warmup=3, steps=20, save_first=None):
         jax.block_until_ready(outputs)
         times.append(time.perf_counter() - start)
 
+    profiled = profile(jax, executable, step, arguments, profile_steps) if profile_steps else None
     median = float(np.median(times))
     peak, peak_source = peak_flops(target.device_kind)
     flops = spec["model_flops_per_step"]
@@ -236,6 +324,7 @@ def run(directory, device="cpu", warmup=3, steps=20, save_first=None):
         "peak_device_memory_bytes": memory.get("peak_bytes_in_use"),
         "first_step": metrics,
         "worst_output": worst,
+        **({"profile": profiled} if profiled else {}),
     }
 
 
@@ -247,10 +336,12 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument("--save_first", help="an .npz of the first step's outputs (out_0, out_1...)")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="then profile this many steps: time per category of work")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
-    result = run(args.directory, args.device, args.warmup, args.steps, args.save_first)
+    result = run(args.directory, args.device, args.warmup, args.steps, args.save_first, args.profile)
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:

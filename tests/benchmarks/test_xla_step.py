@@ -70,7 +70,9 @@ def test_the_exported_step_reproduces_tensorflow_under_pjrt(case, tmp_path):
     assert spec["model_flops_per_step"] > 0
 
     first = tmp_path / "first.npz"
-    result = _run_alone(tmp_path / case, tmp_path, "--steps=2", "--warmup=1", "--save_first=%s" % first)
+    profiled = ["--profile=1"] if case == "mlm" else []
+    result = _run_alone(tmp_path / case, tmp_path, "--steps=2", "--warmup=1", "--save_first=%s" % first,
+                        *profiled)
     low = precision == "bfloat16"
     tolerance = 2e-2 if low else 1e-5          # metrics
     tensor_tolerance = 2e-2 if low else 1e-4   # updated tensors: see the module docstring
@@ -93,6 +95,24 @@ def test_the_exported_step_reproduces_tensorflow_under_pjrt(case, tmp_path):
     assert first[[n for n in first if n.endswith("_loss")][0]]["pjrt"] > 0
     assert result["steps_timed"] == 2 and result["step_seconds"]["median"] > 0
     assert result["device"]["platform"] == "cpu" and result["xla_cost_analysis"]["flops"] > 0
+    if profiled:   # where the time goes: every instruction that ran is in one category
+        percent = result["profile"]["percent"]
+        assert abs(sum(percent.values()) - 100) < 0.5 and percent["matmuls"] > 0
+        assert {"matmuls", "optimizer update", "layer norms"} <= set(percent)
+        assert result["profile"]["top_instructions"][0]["ms_per_step"] > 0
+
+
+def test_instructions_are_categorised_by_their_tensorflow_op():
+    from benchmarks.xla_run import categorise
+    assert categorise("dot", "") == "matmuls"
+    assert categorise("fusion", "bert/layer_0/stateless_random_uniform_3") == "dropout masks"
+    assert categorise("fusion", "bert/layer_0/attention/Softmax") == "attention softmax"
+    assert categorise("fusion", "SparseSoftmaxCrossEntropyWithLogits/x") == "loss (softmax cross-entropy)"
+    assert categorise("fusion", "bert/layer_1/output_LayerNorm/moments/mean") == "layer norms"
+    assert categorise("fusion", "cond/lamb/mul_3") == "optimizer update"
+    assert categorise("fusion", "gradient_tape/add/Sum") == "bias gradients"
+    assert categorise("copy", "") == "copies and transposes (layout)"
+    assert categorise("fusion", "bert/layer_0/intermediate/Cast") == "casts"
 
 
 def test_seeded_fills_are_the_same_bits_in_numpy_and_jax():
@@ -125,3 +145,21 @@ def test_bad_exports_are_refused_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "xla_run.py"),
                           str(tmp_path / "old")], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "export format 99; this runner reads 1" in out.stderr
+
+
+def test_gpu_check_runs_every_export_and_summarises(tmp_path):
+    """benchmarks/gpu_check.sh as a lent machine runs it, here on the CPU with a tiny export."""
+    xla_step.export(None, str(tmp_path / "exports" / "tiny_mlm"), seq_len=16, per_replica_batch=4,
+                    precision="float32", task="mlm", with_nsp=True, config=_config("lamb"))
+    env = dict(os.environ, DEVICE="cpu", STEPS="2")
+    out = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"),
+                          str(tmp_path / "exports"), str(tmp_path / "results")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert [r["export"] for r in summary] == ["tiny_mlm"]
+    row = summary[0]
+    assert row["device"] == "cpu" and row["step_ms"] > 0 and row["sequences_per_second"] > 0
+    assert row["first_step_loss_vs_tensorflow"]["metrics/mlm_loss"] <= 1e-5
+    assert "| tiny_mlm | cpu |" in out.stdout
+    assert not (tmp_path / "results" / "failed.txt").exists()
