@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from benchmarks import xla_run
+from benchmarks import measure, xla_run
 from benchmarks.tpu_estimate import train_flops
 
 DEFAULT_VOCAB = 30522   # Google's English uncased vocabulary, when the config leaves it to the data
@@ -191,6 +191,8 @@ def export(config_path, out, seq_len, per_replica_batch, precision, task=None, w
             "first_step": {n: float(v) for n, v in zip(names[:len(metric_names) + 1], values)},
             "checksums": {n: xla_run.checksum(v) for n, v in zip(names, values)},
             "step_seconds": step_seconds,
+            # The machine TensorFlow's step was timed on (lscpu, measured matmul rate).
+            "machine": measure.describe_machine() if tf_steps else None,
         },
     }
     os.makedirs(out, exist_ok=True)
