@@ -4,7 +4,7 @@ r"""Runs an exported training step (`python -m benchmarks.xla_step export`) on a
 
 Self-contained: it needs `jax`, `jaxlib` and NumPy, not TensorFlow and not this project, so the
 file can be copied alone to a GPU machine or a TPU VM next to an export directory. DIR holds
-`step.hlo.pb` (the serialized HLO module of `TrainState.replica_step`, exactly what TPUStrategy
+`step.hlo.pb.gz` (the serialized HLO module of `TrainState.replica_step`, exactly what TPUStrategy
 or `jit_compile=True` hands to XLA) and `step.json` (every argument's name, shape, dtype and how
 to fill it, the outputs, the model FLOPs per step and TensorFlow's results on the same inputs).
 
@@ -27,6 +27,7 @@ error line.
 """
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -137,8 +138,9 @@ def compare(first, spec, reference_npz):
     for name, value in zip(names, first):
         if name in tf_first:
             ours = float(np.asarray(value, np.float64))
-            metrics[name] = {"pjrt": ours, "tensorflow": tf_first[name],
-                             "relative_difference": abs(ours - tf_first[name]) / max(abs(tf_first[name]), 1e-30)}
+            want = tf_first[name]
+            metrics[name] = {"pjrt": ours, "tensorflow": want,
+                             "relative_difference": abs(ours - want) / max(abs(want), 1e-30)}
     worst = {"name": None, "max_abs_difference": 0.0, "relative": 0.0}
     if reference_npz:
         with np.load(reference_npz) as saved:
@@ -169,7 +171,8 @@ CATEGORIES = [
     ("matmuls", r"MatMul|Einsum|Tensordot|BatchMatMul|Conv"),
     ("bias gradients", r"BiasAddGrad|gradient_tape/.*add[^/]*/Sum"),
     ("gradient norm and clipping", r"global_norm|clip_by_global_norm|is_finite|IsFinite"),
-    ("optimizer update", r"^cond/|/cond/|^cond$|lamb|adamw|adam/|sgd|lookahead|update_step|AssignSub|AssignAdd"),
+    ("optimizer update",
+     r"^cond/|/cond/|^cond$|lamb|adamw|adam/|sgd|lookahead|update_step|AssignSub|AssignAdd"),
     ("embedding lookups and their gradients", r"Gather|embedding|UnsortedSegmentSum|ScatterNd|Scatter"),
     ("activations (gelu, tanh)", r"[Gg]elu|Erf|Tanh|Pow"),
     ("casts", r"Cast"),
@@ -184,8 +187,8 @@ CONTAINERS = ("call", "while", "conditional", "async-start", "async-done")
 def _instruction_ops(hlo_text):
     """{instruction name: (opcode, TensorFlow op name)} of an optimized HLO module's text."""
     ops = {}
-    for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = [^\n]*?\b([a-z][\w\-]*)\((?:[^\n]*?op_name=\"([^\"]*)\")?",
-                         hlo_text, re.M):
+    instruction = r"^\s*(?:ROOT )?%([\w.\-]+) = [^\n]*?\b([a-z][\w\-]*)\((?:[^\n]*?op_name=\"([^\"]*)\")?"
+    for m in re.finditer(instruction, hlo_text, re.M):
         ops[m.group(1)] = (m.group(2), m.group(3) or "")
     return ops
 
@@ -253,7 +256,8 @@ def run(directory, device="cpu", warmup=3, steps=20, save_first=None, profile_st
                  % (directory, spec.get("format"), FORMAT))
     jax, _jax, backend = _load_jax(device)
     target = backend.local_devices()[0]
-    with open(os.path.join(directory, spec["hlo"]), "rb") as f:
+    path = os.path.join(directory, spec["hlo"])
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
         stablehlo = _jax.mlir.hlo_to_stablehlo(f.read())
     start = time.perf_counter()
     executable = backend.compile_and_load(stablehlo, _jax.DeviceList((target,)), _jax.CompileOptions())

@@ -10,9 +10,9 @@ The exported function is `TrainState.replica_step` of the trainer for that confi
 task's losses, backward, global-norm clipping, the guarded optimizer update (the config's: LAMB,
 AdamW...) and the counters, lowered with the shapes of one replica by TensorFlow's XLA bridge
 (`experimental_get_compiler_ir(...)(stage="hlo_serialized")`). OUT gets:
-  * step.hlo.pb: the HLO module. Parameters: the batch tensors (sorted by name), then every
-    variable the step reads (model, optimizer slots, counters); outputs: the metrics and the
-    gradient norm, then every updated variable, aliased to its parameter.
+  * step.hlo.pb.gz: the HLO module, gzipped. Parameters: the batch tensors (sorted by name), then
+    every variable the step reads (model, optimizer slots, counters); outputs: the metrics and
+    the gradient norm, then every updated variable, aliased to its parameter.
   * step.json: each argument's name, shape, dtype and seeded fill (`xla_run.make_argument`: the
     runner makes the weights on the device, nothing large travels), the outputs, the model FLOPs
     per step (`benchmarks.tpu_estimate.train_flops`), and TensorFlow's results for those inputs:
@@ -23,6 +23,7 @@ AdamW...) and the counters, lowered with the shapes of one replica by TensorFlow
 """
 
 import argparse
+import gzip
 import importlib.util
 import json
 import math
@@ -176,7 +177,7 @@ def export(config_path, out, seq_len, per_replica_batch, precision, task=None, w
     dims = (model_config.hidden_size, model_config.num_hidden_layers,
             model_config.intermediate_size, model_config.vocab_size)
     spec = {
-        "format": xla_run.FORMAT, "name": name, "hlo": "step.hlo.pb",
+        "format": xla_run.FORMAT, "name": name, "hlo": "step.hlo.pb.gz",
         "config": config_path, "task": c.task, "with_nsp": with_nsp, "precision": precision,
         "optimizer": c.optimizer.name, "seq_len": seq_len, "per_replica_batch": per_replica_batch,
         "micro_batches": c.train.micro_batches, "predictions_per_row": predictions,
@@ -196,7 +197,7 @@ def export(config_path, out, seq_len, per_replica_batch, precision, task=None, w
         },
     }
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "step.hlo.pb"), "wb") as f:
+    with gzip.open(os.path.join(out, "step.hlo.pb.gz"), "wb") as f:   # ~10x smaller to ship
         f.write(hlo)
     with open(os.path.join(out, "step.json"), "w") as f:
         json.dump(spec, f, indent=1)
@@ -236,9 +237,10 @@ def main(argv=None):
     if args.command == "export":
         kw = {k: v for k, v in vars(args).items() if k not in ("command", "config", "out")}
         spec = export(args.config, args.out, **kw)
-        print(json.dumps({k: spec[k] for k in ("name", "task", "with_nsp", "precision", "seq_len",
-                                               "per_replica_batch", "model_flops_per_step")}
-                         | {"arguments": len(spec["arguments"]), "tensorflow": spec["tensorflow"]["first_step"]}))
+        summary = {k: spec[k] for k in ("name", "task", "with_nsp", "precision", "seq_len",
+                                        "per_replica_batch", "model_flops_per_step")}
+        summary.update(arguments=len(spec["arguments"]), tensorflow=spec["tensorflow"]["first_step"])
+        print(json.dumps(summary))
         return
     for config, seq_len, batches in SUITE:
         for batch in batches:
@@ -246,9 +248,9 @@ def main(argv=None):
             # TensorFlow's reference step (CPU minutes) for the smallest batch of each shape.
             spec = export("configs/%s.py" % config, out, seq_len, batch, args.precision,
                           reference=batch == batches[0])
+            size = os.path.getsize(os.path.join(out, spec["hlo"]))
             print(json.dumps({"exported": out, "arguments": len(spec["arguments"]),
-                              "megabytes": round(os.path.getsize(os.path.join(out, "step.hlo.pb")) / 2**20, 1)}),
-                  flush=True)
+                              "megabytes": round(size / 2**20, 1)}), flush=True)
 
 
 if __name__ == "__main__":
