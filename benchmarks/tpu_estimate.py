@@ -34,8 +34,9 @@ SLICES = [("v2-8", "v2", 4), ("v3-8", "v3", 4), ("v4-8", "v4", 4), ("v4-32", "v4
 
 
 def train_flops(model, seq_len, predictions):
-    """FLOPs to train on one sequence (forward + backward)."""
-    h, layers, inter, vocab = MODELS[model]
+    """FLOPs to train on one sequence (forward + backward). `model`: a name of MODELS, or its
+    (hidden, layers, intermediate, vocab)."""
+    h, layers, inter, vocab = MODELS[model] if isinstance(model, str) else model
     per_layer = 8 * seq_len * h * h + 4 * seq_len * h * inter + 4 * seq_len * seq_len * h
     head = 2 * predictions * h * h + 2 * predictions * h * vocab
     return 3 * (layers * per_layer + head)
