@@ -63,8 +63,9 @@ RULES = {"beam_size": run_config._int(1), "top_k": run_config._int(0),
          "top_p": run_config._float(0.0, 1.0, low_open=True),
          "temperature": run_config._float(0.0, low_open=True), "num_samples": run_config._int(1),
          "synonyms": run_config._int(1), "max_len": run_config._int(1), "min_len": run_config._int(0),
-         "min_ends": run_config._int(1), "max_source_len": run_config._int(0), "batch_size": run_config._int(1)}
-# Above this many sequences a progress line is printed every PROGRESS_SECONDS.
+         "min_ends": run_config._int(1), "max_source_len": run_config._int(0),
+         "batch_size": run_config._int(1)}
+# A progress line on stderr at most this often (a short job prints none).
 PROGRESS_SECONDS = 30.0
 # Sequences held before their records are written: bounds memory whatever the input count.
 HELD = 1024
@@ -102,8 +103,9 @@ def generate(records, path):
     per_slice = max(1, HELD // group)
     report = _progress(len(inputs) * group)
     for start in range(0, len(inputs), per_slice):
-        results = decoder.generate(inputs[start:start + per_slice], FLAGS.strategy, beam_size=FLAGS.beam_size,
-                                   num_samples=FLAGS.num_samples, top_k=FLAGS.top_k or None,
+        results = decoder.generate(inputs[start:start + per_slice], FLAGS.strategy,
+                                   beam_size=FLAGS.beam_size, num_samples=FLAGS.num_samples,
+                                   top_k=FLAGS.top_k or None,
                                    top_p=FLAGS.top_p if FLAGS.top_p < 1.0 else None,
                                    temperature=FLAGS.temperature, min_ends=FLAGS.min_ends,
                                    length_penalty=FLAGS.length_penalty, seed=FLAGS.seed,
@@ -165,9 +167,11 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     missing = [f for f in ("export", "input", "output") if not getattr(FLAGS, f)]
-    problem = common.flag_problems(RULES)
+    problems = [common.flag_problems(RULES)]
     if FLAGS.min_len > FLAGS.max_len:
-        problem = "--min_len=%d exceeds --max_len=%d: no sequence could end." % (FLAGS.min_len, FLAGS.max_len)
+        problems.append("--min_len=%d exceeds --max_len=%d: no sequence could end."
+                        % (FLAGS.min_len, FLAGS.max_len))
+    problem = "; ".join(p for p in problems if p)   # every bad flag at once, in one line
     if missing or problem:
         print("generate: error: %s" % (problem or "give %s." % ", ".join("--" + f for f in missing)),
               file=sys.stderr)
