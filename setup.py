@@ -27,10 +27,11 @@ setuptools.setup(
     name="bert-tf-pretrain",
     version="0.2.0",
     description="Distributed pretraining of BERT-family models on TensorFlow: data pipeline, "
-                "training engine, export",
+                "training engine, export, fine-tuning and generation",
     packages=setuptools.find_packages(include=["data_pipeline", "data_pipeline.*", "storage",
                                                "storage.*", "configs", "configs.*", "pretrain",
-                                               "pretrain.*", "launch", "launch.*"]),
+                                               "pretrain.*", "downstream", "downstream.*", "launch",
+                                               "launch.*"]),
     package_data={"data_pipeline": ["sample_zh.txt"]},
     install_requires=requirements(),
     python_requires=">=3.10",

@@ -106,8 +106,8 @@ def timed(function, rounds):
 
 def ours(files, sources, rounds):
     """{setting: timings and outputs} for cached (graph, XLA) and recomputed decoding."""
-    from pretrain import build_transformer_model
-    from pretrain.generation import AutoRegressiveDecoder
+    from downstream import build_transformer_model
+    from downstream.generation import AutoRegressiveDecoder
 
     model = build_transformer_model(files["config"], files["checkpoint"], application="unilm", with_mlm=True)
     decoders = {"cached": AutoRegressiveDecoder(model, end_id=None, max_len=NEW_TOKENS),
@@ -186,7 +186,7 @@ def run(args, directory):
     import numpy as np
     import tensorflow as tf
 
-    from pretrain.finetune import export_files
+    from downstream.backbone import export_files
 
     files = export_files(directory)
     vocab = json.load(open(files["config"]))["vocab_size"]

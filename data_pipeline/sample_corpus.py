@@ -19,7 +19,7 @@ def english_documents():
         path = os.path.join(_ROOT, name)
         if os.path.exists(path):
             docs.extend(p for p in open(path, encoding="utf-8").read().split("\n\n"))
-    for package in ("data_pipeline", "launch", "pretrain", "configs"):
+    for package in ("data_pipeline", "launch", "pretrain", "downstream", "configs"):
         docs.extend(docstrings(package))
     out = []
     for doc in docs:

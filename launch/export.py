@@ -5,7 +5,7 @@ r"""Exports a pretraining run as a Google BERT checkpoint directory for fine-tun
 
 Writes bert_config.json, bert_model.ckpt.{index,data-00000-of-00001} (Google's variable names),
 the vocabulary and export_manifest.json; the latest checkpoint unless --step is given. Load it with
-`pretrain.build_transformer_model(config, checkpoint)`, bert4keras, HF transformers' TF loader or
+`downstream.build_transformer_model(config, checkpoint)`, bert4keras, HF transformers' TF loader or
 google-research/bert's run_classifier.py. Re-running the same command does nothing; an output
 holding another export is refused, and so is a second export to an output while one writes it
 (a lock file .<output name>.lock beside it). gs:// paths are checked first (`storage.gcs.preflight`).

@@ -9,28 +9,28 @@ and pretrain/, labelled with its package, so the task is to tell which part of t
 documents. Any CSV with a header row `text,label` works. Rows are split into train and held-out
 sets by --eval_fraction (seeded), unless --eval_csv gives the held-out rows.
 
-The model is the export loaded by `pretrain.build_transformer_model(..., with_pool=True)`, dropout
-and a softmax layer, all trained with Adam: the code a bert4keras user writes. The script prints
-held-out accuracy next to the majority-class baseline; --from_scratch trains the same network from
+The model (`downstream.classifier.finetune_classifier`) is the export loaded by
+`downstream.build_transformer_model(..., with_pool=True)`, dropout and a softmax layer, all
+trained with Adam: the code a bert4keras user writes. The script prints held-out accuracy next to
+the majority-class baseline; --from_scratch trains the same network from
 random weights, which shows what the pretrained weights are worth. With an export of the
 quickstart run (1500 steps) and the command above, expect about 0.8 held-out accuracy (0.76-0.86
 over seeds 0-4) against 0.76 from random weights, and a majority baseline of 0.44-0.61 depending
 on the split; each run takes about 10 s on a 2-core CPU. The defaults (lr 5e-5, 3 epochs) are the
 usual ones for BERT-base-sized models, too gentle for the tiny quickstart model.
 --adversarial_epsilon=0.5 adds FGM adversarial training on the word embeddings
-(`pretrain.adversarial`, bert4keras's one-liner): each step then costs about twice as much. The
+(`downstream.adversarial`, bert4keras's one-liner): each step then costs about twice as much. The
 value is the norm of the whole perturbation: bert4keras's 0.5-1 suit BERT-base; the tiny
 quickstart model learns with 0.05 and stays at the majority baseline with 0.2.
 """
 
-import csv
 import json
 import random
 import sys
 
 from absl import app, flags, logging
 
-from data_pipeline import sample_corpus
+from downstream import classifier
 from launch import common
 
 FLAGS = flags.FLAGS
@@ -48,109 +48,16 @@ flags.DEFINE_integer("seed", 0, "Seed of the split, the new layer and dropout.")
 flags.DEFINE_bool("from_scratch", False, "Random weights instead of the export's (a baseline).")
 flags.DEFINE_string("metrics_json", None, "Also write the results to this JSON file.")
 flags.DEFINE_float("adversarial_epsilon", 0.0, "FGM adversarial training on the word embeddings with "
-                   "this perturbation norm (pretrain.adversarial; bert4keras's examples: 0.5-1); 0: off.")
+                   "this perturbation norm (downstream.adversarial; bert4keras's examples: 0.5-1); 0: off.")
 
-
-
-def sample_rows():
-    """(sentence, package) for every sentence of 4+ words in the docstrings of two packages."""
-    rows = []
-    for package in ("data_pipeline", "pretrain"):
-        for doc in sample_corpus.docstrings(package):
-            text = " ".join(doc.split())
-            rows += [(s, package) for s in sample_corpus.sentences(text, min_words=4)]
-    return rows
-
-
-def write_csv(path, rows):
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-
-
-def read_csv(path):
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
-            raise ValueError("%s: the first row must name the columns text,label (got %s)."
-                             % (path, reader.fieldnames))
-        rows = [(r["text"], r["label"]) for r in reader if r["text"] and r["label"]]
-    if not rows:
-        raise ValueError("%s has no rows with both text and label." % path)
-    return rows
-
-
-def finetune(export_dir, train_rows, eval_rows, max_len=64, epochs=3, batch_size=16,
-             learning_rate=5e-5, dropout=0.1, seed=0, from_scratch=False, adversarial_epsilon=0.0,
-             log=print):
-    """Trains the classifier; returns {"accuracy", "baseline", "train_rows", "eval_rows", ...}.
-    adversarial_epsilon > 0 trains with FGM perturbations of the word embeddings."""
-    import keras
-    import numpy as np
-
-    from data_pipeline.tokenizer import count_unknown, unknown_warning
-    from pretrain import build_transformer_model, load_finetune_tokenizer
-    from pretrain.adversarial import adversarial_training
-    from pretrain.finetune import check_positions, export_files
-
-    keras.utils.set_random_seed(seed)
-    files = export_files(export_dir)
-    check_positions(files, max_len, "rows of --max_len=%d tokens" % max_len)
-    tokenizer = load_finetune_tokenizer(files["vocab"])
-    labels = sorted({label for _, label in train_rows})
-    if len(labels) < 2:
-        raise ValueError("The %d training rows all have the label %r: a classifier needs at least 2 "
-                         "classes (it would score 1.000 on anything). Check the label column."
-                         % (len(train_rows), labels[0]))
-    unknown = sorted({label for _, label in eval_rows} - set(labels))
-    if unknown:
-        raise ValueError("Held-out labels %s never occur in the training rows." % unknown)
-
-    def encode(rows):
-        pairs = [tokenizer.encode(text, maxlen=max_len) for text, _ in rows]
-        pad = tokenizer.special_ids.pad
-        ids = np.full((len(rows), max_len), pad, np.int32)
-        segments = np.zeros((len(rows), max_len), np.int32)
-        for i, (t, s) in enumerate(pairs):
-            ids[i, :len(t)], segments[i, :len(s)] = t, s
-        return [ids, segments], np.array([labels.index(label) for _, label in rows])
-
-    x_train, y_train = encode(train_rows)
-    x_eval, y_eval = encode(eval_rows)
-    pad = tokenizer.special_ids.pad
-    warning = unknown_warning(*count_unknown([r[r != pad] for r in x_train[0]], tokenizer.special_ids.unk),
-                              "the training rows", files["vocab"])
-    if warning:
-        log(warning)
-    bert = build_transformer_model(files["config"], None if from_scratch else files["checkpoint"],
-                                   with_pool=True, padding_id=tokenizer.special_ids.pad, seed=seed)
-    output = keras.layers.Dropout(dropout, seed=seed)(bert.output)
-    output = keras.layers.Dense(len(labels), activation="softmax")(output)
-    model = keras.Model(bert.inputs, output)
-    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    if adversarial_epsilon:
-        adversarial_training(model, epsilon=adversarial_epsilon)
-    log("fine-tuning on %d rows (%d labels), %s weights%s" % (
-        len(train_rows), len(labels), "random" if from_scratch else files["checkpoint"],
-        ", FGM epsilon %g" % adversarial_epsilon if adversarial_epsilon else ""))
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=2)
-    predicted = model.predict(x_eval, batch_size=64, verbose=0).argmax(-1)
-    majority = np.bincount(y_train, minlength=len(labels)).argmax()
-    return {"accuracy": float((predicted == y_eval).mean()),
-            "baseline": float((y_eval == majority).mean()),
-            "train_rows": len(train_rows), "eval_rows": len(eval_rows), "labels": labels,
-            "from_scratch": from_scratch, "adversarial_epsilon": adversarial_epsilon,
-            "export": export_dir}
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     if FLAGS.write_sample_csv:
-        rows = sample_rows()
-        write_csv(FLAGS.write_sample_csv, rows)
+        rows = classifier.sample_rows()
+        classifier.write_csv(FLAGS.write_sample_csv, rows)
         print("wrote %d rows to %s" % (len(rows), FLAGS.write_sample_csv), file=sys.stderr)
         if not FLAGS.export:
             return 0
@@ -161,18 +68,19 @@ def main(argv):
     from pretrain.google_checkpoint import CheckpointError
 
     try:
-        rows = read_csv(FLAGS.csv or FLAGS.write_sample_csv)
+        rows = classifier.read_csv(FLAGS.csv or FLAGS.write_sample_csv)
         if FLAGS.eval_csv:
-            train_rows, eval_rows = rows, read_csv(FLAGS.eval_csv)
+            train_rows, eval_rows = rows, classifier.read_csv(FLAGS.eval_csv)
         else:
             random.Random(FLAGS.seed).shuffle(rows)
             held = max(1, int(len(rows) * FLAGS.eval_fraction))
             train_rows, eval_rows = rows[held:], rows[:held]
-        result = finetune(FLAGS.export, train_rows, eval_rows, max_len=FLAGS.max_len,
-                          epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-                          learning_rate=FLAGS.learning_rate, dropout=FLAGS.dropout, seed=FLAGS.seed,
-                          from_scratch=FLAGS.from_scratch, adversarial_epsilon=FLAGS.adversarial_epsilon,
-                          log=lambda text: print(text, file=sys.stderr, flush=True))
+        result = classifier.finetune_classifier(
+            FLAGS.export, train_rows, eval_rows, max_len=FLAGS.max_len, epochs=FLAGS.epochs,
+            batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, dropout=FLAGS.dropout,
+            seed=FLAGS.seed, from_scratch=FLAGS.from_scratch,
+            adversarial_epsilon=FLAGS.adversarial_epsilon,
+            log=lambda text: print(text, file=sys.stderr, flush=True))
     except (ValueError, CheckpointError, OSError) as e:
         print("finetune_classifier: error: %s" % e, file=sys.stderr)
         return 2

@@ -9,10 +9,10 @@ r"""Fine-tunes a UniLM seq2seq model on JSON-lines pairs, saves it as an export 
 Each line of --train/--eval is a JSON object with the two fields (title generation: the article and
 its title; seq2seq QA: passage and question in the source, the answer as target; question
 generation: passage -> question). Rows are `[CLS] source [SEP] target [SEP]`; the loss covers the
-target tokens only (`pretrain.seq2seq`), with Adam, and --adversarial_epsilon adds FGM on the word
+target tokens only (`downstream.seq2seq`), with Adam, and --adversarial_epsilon adds FGM on the word
 embeddings. The trained weights are saved in Google's layout at --output (what `launch.generate`
 and `build_transformer_model` read), then the eval sources are decoded (--strategy) and scored
-with ROUGE-1/2/L and BLEU (`pretrain.text_metrics`: characters for Chinese, words for English)
+with ROUGE-1/2/L and BLEU (`downstream.text_metrics`: characters for Chinese, words for English)
 next to the lead-N baseline (the source's first N units, N the mean target length).
 
 The sample pairs (--write_sample_data) are real text from this project: the rest of each
@@ -87,7 +87,7 @@ def main(argv):
         print("finetune_seq2seq: error: %s" % problem, file=sys.stderr)
         return 2
     common.import_tensorflow(FLAGS.verbose)
-    from pretrain import seq2seq
+    from downstream import seq2seq
     from pretrain.export import ExportError
     from pretrain.google_checkpoint import CheckpointError
 

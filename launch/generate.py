@@ -93,7 +93,7 @@ def check_export(manifest):
 def generate(records, path):
     """[(line, source)] -> the output records of --mode=generate, in input order, made
     HELD sequences at a time."""
-    from pretrain.generation import load_decoder, prefixes
+    from downstream.generation import load_decoder, prefixes
 
     decoder, tokenizer = load_decoder(FLAGS.export, FLAGS.application, max_len=FLAGS.max_len,
                                       min_len=FLAGS.min_len, jit_compile=FLAGS.jit_compile)
@@ -138,7 +138,7 @@ def _progress(total):
 
 def synonyms(records):
     """[(line, text)] -> the output records of --mode=synonyms."""
-    from pretrain.simbert import SimBERT
+    from downstream.simbert import SimBERT
 
     sampled = FLAGS["top_k"].present or FLAGS["top_p"].present
     simbert = SimBERT.from_export(FLAGS.export, max_len=FLAGS.max_len, jit_compile=FLAGS.jit_compile)

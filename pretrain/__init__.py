@@ -1,28 +1,47 @@
-"""BERT-family pretraining on TensorFlow (model, heads, optimizers, training loop), export to
-Google's checkpoint layout, and the fine-tuning API.
+"""The pretraining engine: the BERT network, its heads and losses, the optimizers, the training
+loop on `tf.distribute`, checkpoints, and the export it writes (Google's checkpoint layout).
 
-Public API for fine-tuning (bert4keras's call, Keras 3 models):
-    build_transformer_model(config_path, checkpoint_path, with_pool=..., with_mlm=...)
-    load_finetune_tokenizer(vocab_path).encode(first, second, maxlen) -> (token_ids, segment_ids)
-    sequence_padding(batch)
-Training: `pretrain.trainer.Trainer`; export: `pretrain.export.export` (`python -m launch.export`).
-Using what was trained: `pretrain.generation.AutoRegressiveDecoder` (UniLM / LM decoding),
-`pretrain.simbert.SimBERT`, `pretrain.seq2seq` (seq2seq fine-tuning), `pretrain.adversarial`
-(FGM) (`python -m launch.generate`, `launch.finetune_seq2seq`).
+    python -m launch.pretrain --config=configs/base.py --workdir=runs/base     # train
+    python -m launch.export --workdir=runs/base --output=exports/base          # export
 
-Importing the package does not import TensorFlow (the names above load it on first use), so
-`pretrain.run_config` checks a config in a second.
+The modules, in the order a step meets them:
+    run_config       checks a config (fields, types, choices) before TensorFlow loads
+    distribute       the tf.distribute strategy for a cluster (TPU, multi-worker, mirrored, one device)
+    train_data       the run's input: the data build's shards through `data_pipeline.loader`
+    modeling         BertConfig and the network (embeddings, encoder, pooler, MLM and NSP heads)
+    objectives       the tasks' losses and metrics (MLM, NSP, UniLM, LM, SimBERT)
+    schedules        learning-rate schedules
+    optimizers       AdamW, LAMB, Lookahead, ScaledLR, EMA, and `build_optimizer`
+    updates          which variables train and how gradients are clipped and applied
+    train_step       one update: accumulation, recompute, mixed precision, XLA
+    trainer          Trainer: the loop, eval, checkpoints, resume, preemption, metrics
+    checkpoints      Checkpoints: saving and restoring a run's state, atomically
+    rundir           RunDir: the layout of a run's working directory
+    reporting        metrics.jsonl, TensorBoard and the progress line
+    google_checkpoint  Google's checkpoint layout: variable names, reading and writing
+    init_checkpoint  continued pretraining from a released checkpoint (vocabulary mapping)
+    export           a run's checkpoint -> an export directory
+
+What uses an export (fine-tuning, generation, SimBERT, seq2seq, FGM) is the `downstream` package.
+Importing this package does not import TensorFlow, so `pretrain.run_config` checks a config in a
+second.
 """
 
-_LAZY = {"build_transformer_model": "pretrain.finetune", "load_finetune_tokenizer": "pretrain.finetune",
-         "sequence_padding": "pretrain.finetune",
-         "load_tokenizer": "pretrain.finetune"}   # the first release's name of load_finetune_tokenizer
-
-__all__ = sorted(_LAZY)
+# The fine-tuning API lived here until `downstream` took it: the old names still work for one
+# release, with a DeprecationWarning that says where they went.
+_MOVED = {"build_transformer_model": "downstream.backbone",
+          "load_finetune_tokenizer": "downstream.tokenization",
+          "sequence_padding": "downstream.tokenization",
+          "load_tokenizer": "downstream.tokenization"}   # the first release's load_finetune_tokenizer
 
 
 def __getattr__(name):
-    if name in _LAZY:
+    if name in _MOVED:
         import importlib
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        import warnings
+        warnings.warn("pretrain.%s moved to downstream.%s; import it from there (the old name goes "
+                      "in the next release)." % (name, name if name != "load_tokenizer"
+                                                 else "load_finetune_tokenizer"),
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError("module 'pretrain' has no attribute %r" % name)

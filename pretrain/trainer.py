@@ -211,12 +211,12 @@ class Trainer:
             self._log("Resumed from %s (step %d)" % (self.rundir.checkpoint(restored),
                                                      int(self.step.numpy())))
         elif self.c.get("init_checkpoint"):   # continued pretraining: released weights, fresh state
-            from pretrain import google_checkpoint
+            from pretrain.google_checkpoint import CheckpointError
+            from pretrain.init_checkpoint import init_from_checkpoint
             try:
-                google_checkpoint.init_from_checkpoint(
-                    self.model, self.c.init_checkpoint, self.manifest.vocab,
-                    self.c.get("init_vocab_map", ""), log=self._log)
-            except google_checkpoint.CheckpointError as e:
+                init_from_checkpoint(self.model, self.c.init_checkpoint, self.manifest.vocab,
+                                     self.c.get("init_vocab_map", ""), log=self._log)
+            except CheckpointError as e:
                 raise TrainError("config.init_checkpoint: %s" % e)
         return int(self.step.numpy())
 

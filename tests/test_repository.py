@@ -29,3 +29,33 @@ def test_cited_format_sections_exist():
         sections = set(re.findall(r"^## (\d+)\. ", f.read(), flags=re.M))
     cited = {(path, n) for path, text in _texts() for n in re.findall(r"FORMATS\.md §(\d+)", text)}
     assert cited and not [c for c in cited if c[1] not in sections], cited
+
+
+# The packages in import order: a module may import its own package and those before it, never
+# one after it (launch -> downstream -> pretrain -> data_pipeline -> storage).
+_LAYERS = ("storage", "data_pipeline", "pretrain", "downstream", "launch")
+
+
+def _imported_packages(path):
+    import ast
+
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module.split(".")[0]
+
+
+def test_no_package_imports_a_later_one():
+    upward = []
+    for rank, package in enumerate(_LAYERS):
+        for folder, _, files in os.walk(os.path.join(ROOT, package)):
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    upward += [(os.path.relpath(path, ROOT), imported)
+                               for imported in _imported_packages(path)
+                               if imported in _LAYERS and _LAYERS.index(imported) > rank]
+    assert not upward, upward

@@ -212,7 +212,7 @@ def test_a_token_twice_in_a_vocabulary_is_refused_wherever_it_is_loaded(tmp_path
     the tokenizer, the data build and a fine-tuning load all refuse the file, naming the token
     and both lines."""
     from data_pipeline import builder, sources
-    from pretrain import finetune
+    from downstream import tokenization
 
     path = tmp_path / "vocab.txt"
     path.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\n[MASK]\nworld\n")
@@ -224,8 +224,8 @@ def test_a_token_twice_in_a_vocabulary_is_refused_wherever_it_is_loaded(tmp_path
                                  source=sources.SourceConfig(inputs=(str(corpus_dir / "en.txt"),)))
     with pytest.raises(builder.BuildError, match=re.escape(message)):
         builder.build(config)
-    with pytest.raises(finetune.CheckpointError, match=re.escape(message)):
-        finetune.load_finetune_tokenizer(str(path))
+    with pytest.raises(tokenization.CheckpointError, match=re.escape(message)):
+        tokenization.load_finetune_tokenizer(str(path))
 
 
 def test_missing_vocab_names_the_file(tmp_path):

@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline import sample_corpus
-from pretrain import build_transformer_model, export, load_finetune_tokenizer, sequence_padding
-from pretrain.finetune import export_files
+from downstream import build_transformer_model, load_finetune_tokenizer, sequence_padding
+from pretrain import export
+from downstream.backbone import export_files
 from pretrain.google_checkpoint import CheckpointError, write_checkpoint
 from pretrain.modeling import BertConfig, attention_bias, build_model, google_variables
 from pretrain.trainer import Trainer

@@ -11,9 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from pretrain import build_transformer_model, export
+from downstream import build_transformer_model
+from pretrain import export
 from storage import gcs
-from pretrain.finetune import export_files
+from downstream.backbone import export_files
 
 BUCKET = "gs://test-bucket"
 

@@ -55,8 +55,8 @@ def test_build_train_with_xla_resume_export_and_load(corpus_dir, tmp_path):
     manifest = json.load(open(export / "export_manifest.json"))
     assert manifest["source"]["step"] == 6
 
-    from pretrain import build_transformer_model, load_finetune_tokenizer
-    from pretrain.finetune import export_files
+    from downstream import build_transformer_model, load_finetune_tokenizer
+    from downstream.backbone import export_files
 
     files = export_files(str(export))
     vocab_size = json.load(open(files["config"]))["vocab_size"]

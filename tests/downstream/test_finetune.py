@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import keras
+import pytest
 import numpy as np
 import tensorflow as tf
 
-from pretrain import build_transformer_model, load_finetune_tokenizer, sequence_padding
-from pretrain.finetune import export_files
+from downstream import build_transformer_model, load_finetune_tokenizer, sequence_padding
+from downstream.backbone import export_files
 from pretrain.modeling import google_variables
 from tests.export.test_export import real_text_batch, reference_probabilities
 from tests.tolerances import PROBABILITY, UNIT
@@ -72,8 +73,6 @@ def test_tokenizer_encodes_pairs_like_bert4keras(exported):
     assert segments == [0] * (tokens.index("[SEP]") + 1) + [1] * (8 - tokens.index("[SEP]"))
     assert tokenizer.decode(tokenizer.encode("the loader reads shards")[0]) == "the loader reads shards"
     assert tokenizer.decode(tokenizer.encode("数据分片")[0]) == "数据分片"
-    import pretrain   # the first release's names still work
-    assert pretrain.load_tokenizer is pretrain.load_finetune_tokenizer
 
 
 def test_a_finetuned_model_saves_and_loads_with_keras(exported, tmp_path):
@@ -128,3 +127,28 @@ def test_the_classifier_refuses_one_class_and_rows_past_the_positions_and_warns_
     assert done.returncode == 0, done.stderr[-2000:]
     assert "of the tokens of the training rows are [UNK]" in done.stderr
     assert "warning" not in run(english, "--max_len=16").stderr
+
+
+def test_the_names_that_moved_to_downstream_still_work_with_a_warning():
+    """One release of grace: `pretrain.build_transformer_model`, `pretrain.load_tokenizer` and the
+    old module paths (`pretrain.generation`, `pretrain.finetune`, ...) warn and give the new
+    objects."""
+    import importlib
+    import sys
+
+    import pretrain
+    from downstream import backbone, generation, tokenization
+
+    with pytest.warns(DeprecationWarning, match="pretrain.load_tokenizer moved to "
+                      "downstream.load_finetune_tokenizer"):
+        assert pretrain.load_tokenizer is tokenization.load_finetune_tokenizer
+    with pytest.warns(DeprecationWarning, match="downstream.build_transformer_model"):
+        assert pretrain.build_transformer_model is backbone.build_transformer_model
+    for name in ("pretrain.generation", "pretrain.finetune"):
+        sys.modules.pop(name, None)
+    with pytest.warns(DeprecationWarning, match="pretrain.generation moved to downstream.generation"):
+        assert importlib.import_module("pretrain.generation") is generation
+    with pytest.warns(DeprecationWarning, match="downstream.backbone and downstream.tokenization"):
+        old = importlib.import_module("pretrain.finetune")
+    assert old.build_transformer_model is backbone.build_transformer_model
+    assert old.sequence_padding is tokenization.sequence_padding

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from data_pipeline import sample_corpus
-from pretrain import build_transformer_model, load_finetune_tokenizer
-from pretrain.finetune import export_files
-from pretrain.simbert import SimBERT
+from downstream import build_transformer_model, load_finetune_tokenizer
+from downstream.backbone import export_files
+from downstream.simbert import SimBERT
 from tests.tolerances import UNIT
 
 TEXTS = ([s for doc in sample_corpus.english_documents()[:4] for s in doc][:6]

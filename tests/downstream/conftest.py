@@ -95,8 +95,8 @@ class StopWhenCopied(keras.callbacks.Callback):
         self.data, self.held, self.decoder = data, held, None
 
     def on_epoch_end(self, epoch, logs=None):
-        from pretrain.generation import AutoRegressiveDecoder
-        from pretrain.seq2seq import generate_texts
+        from downstream.generation import AutoRegressiveDecoder
+        from downstream.seq2seq import generate_texts
 
         if self.decoder is None:
             self.decoder = AutoRegressiveDecoder(self.model, end_id=self.data.tokenizer.special_ids.sep,
@@ -108,9 +108,9 @@ class StopWhenCopied(keras.callbacks.Callback):
 @pytest.fixture(scope="session")
 def copy_model(tmp_path_factory, wordpiece_vocab):
     """(export dir, fine-tuning result, held-out pairs): a quickstart-sized UniLM fine-tuned by
-    `pretrain.seq2seq.finetune` (launch.finetune_seq2seq's code) to copy its source until greedy
+    `downstream.seq2seq.finetune` (launch.finetune_seq2seq's code) to copy its source until greedy
     decoding reproduces the held-out targets (at most 16 epochs), saved as an export."""
-    from pretrain import load_finetune_tokenizer, seq2seq
+    from downstream import load_finetune_tokenizer, seq2seq
 
     base = write_export(tmp_path_factory.mktemp("quickstart"), QUICKSTART, seed=0, vocab=wordpiece_vocab)
     tokenizer = load_finetune_tokenizer(wordpiece_vocab)

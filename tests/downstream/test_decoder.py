@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from pretrain import build_transformer_model
-from pretrain.finetune import export_files
-from pretrain.generation import AutoRegressiveDecoder, load_decoder
+from downstream import build_transformer_model
+from downstream.backbone import export_files
+from downstream.generation import AutoRegressiveDecoder, load_decoder
 from pretrain.google_checkpoint import CheckpointError
 from tests.generation.conftest import SMALL, write_export
 from tests.tolerances import LOGPROB, score_tolerance

@@ -13,9 +13,9 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline import sample_corpus
-from pretrain import build_transformer_model
-from pretrain.adversarial import adversarial_training
-from pretrain.finetune import export_files
+from downstream import build_transformer_model
+from downstream.adversarial import adversarial_training
+from downstream.backbone import export_files
 from tests.generation.conftest import SMALL, write_export
 from tests.tf_noise import env_without_log_level, start_up_noise
 

@@ -13,10 +13,10 @@ import tensorflow as tf
 
 from data_pipeline import sample_corpus
 from launch import common
-from pretrain import load_finetune_tokenizer, seq2seq, text_metrics
-from pretrain.generation import prefixes
-from pretrain.finetune import export_files
-from pretrain.seq2seq import Seq2SeqData
+from downstream import load_finetune_tokenizer, seq2seq, text_metrics
+from downstream.generation import prefixes
+from downstream.backbone import export_files
+from downstream.seq2seq import Seq2SeqData
 from tests.tf_noise import env_without_log_level, start_up_noise
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
