@@ -104,12 +104,12 @@ def timed(function, rounds):
     return result, seconds
 
 
-def ours(files, sources, rounds):
+def ours(export, sources, rounds):
     """{setting: timings and outputs} for cached (graph, XLA) and recomputed decoding."""
     from downstream import build_transformer_model
     from downstream.generation import AutoRegressiveDecoder
 
-    model = build_transformer_model(files["config"], files["checkpoint"], application="unilm", with_mlm=True)
+    model = build_transformer_model(export.config_path, export, application="unilm", with_mlm=True)
     decoders = {"cached": AutoRegressiveDecoder(model, end_id=None, max_len=NEW_TOKENS),
                 "cached_xla": AutoRegressiveDecoder(model, end_id=None, max_len=NEW_TOKENS, jit_compile=True),
                 "recompute": AutoRegressiveDecoder(model, end_id=None, max_len=NEW_TOKENS, use_cache=False)}
@@ -143,12 +143,12 @@ def ours(files, sources, rounds):
     return out
 
 
-def peer(peer_python, files, sources, beam, threads, rounds):
+def peer(peer_python, export, sources, beam, threads, rounds):
     if not peer_python:
         return {"skipped": "pass --peer_python=<python of an environment with bert4keras and tf.keras>"}
     if not os.path.exists(peer_python):
         return {"skipped": "--peer_python %s does not exist" % peer_python}
-    args = dict(config=files["config"], checkpoint=files["checkpoint"], sources=sources, beam=beam,
+    args = dict(config=export.config_path, checkpoint=export.prefix, sources=sources, beam=beam,
                 new_tokens=NEW_TOKENS, threads=threads, rounds=rounds)
     done = subprocess.run([peer_python, "-c", _PEER, json.dumps(args)], capture_output=True, text=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES=""))
@@ -186,17 +186,17 @@ def run(args, directory):
     import numpy as np
     import tensorflow as tf
 
-    from downstream.backbone import export_files
+    from pretrain.export_dir import ExportDir
 
-    files = export_files(directory)
-    vocab = json.load(open(files["config"]))["vocab_size"]
+    export = ExportDir(directory)
+    vocab = export.config.vocab_size
     rng = np.random.default_rng(0)   # sources: ids past the usual special tokens, never [PAD]
     sources = [[int(i) for i in rng.integers(5, vocab, SOURCE_LEN)] for _ in range(8)]
     result = {"machine": describe_machine(), "threads": args.threads, "model": directory if args.export else
               dict(SHAPES[args.shape], name=args.shape, weights="random"), "tensorflow": tf.__version__,
               "source_tokens": SOURCE_LEN, "new_tokens": NEW_TOKENS}
-    result["ours"] = ours(files, sources, args.rounds)
-    theirs = peer(args.peer_python, files, sources, 4, args.threads, args.peer_rounds)
+    result["ours"] = ours(export, sources, args.rounds)
+    theirs = peer(args.peer_python, export, sources, 4, args.threads, args.peer_rounds)
     if "seconds" in theirs:
         seconds = statistics.median(theirs["seconds"])
         cell = result["ours"]["batch8_beam4"]

@@ -17,7 +17,7 @@ import sys
 from data_pipeline import mixing, schema, sources, tasks
 from data_pipeline.build_config import VOLATILE, BuildConfig, BuildError
 from data_pipeline.chunks import ChunkSettings
-from data_pipeline.manifest import MANIFEST_FILE, Manifest, Shard, Split, Vocab
+from data_pipeline.manifest import MANIFEST_FILE, Manifest, Shard, Split
 from data_pipeline.tokenizer import unknown_warning
 from storage import fs
 from storage.lock import READERS, DirectoryLock, LockError, live_holders
@@ -199,9 +199,6 @@ def make_manifest(c, processor, paths, plan, state, read_stats, fingerprint, sec
                          **_size_and_crc(c, s["file"], sizes)) for s in shards]
         splits[split] = Split(entries, sum(e.examples for e in entries))
     train = train_counter(plan, state)
-    tok = processor.tokenizer
-    specials = set(tok.special_ids.as_dict().values())
-    replacement = set(processor.replacement_ids.tolist())
     mlm = c.task.task == tasks.MLM
     task_stats = {k: train.get(k, 0) for k in _TASK_COUNTERS.get(c.task.task, ())}
     if c.task.reads_json_records:
@@ -209,14 +206,12 @@ def make_manifest(c, processor, paths, plan, state, read_stats, fingerprint, sec
                                              + train.get("bad_records", 0))
     if c.task.task == tasks.SIMBERT:
         task_stats["groups_too_small"] = read_stats.groups_too_small
-    info = tok.describe()
+    info = processor.tokenizer.describe()
     # The vocabulary's path is recorded absolute (a gs:// or file:// one as it is): the manifest
     # is read from other working directories (a run, an export), where a path as typed would
     # name nothing.
-    path = info["path"] if "://" in info["path"] else os.path.abspath(info["path"])
-    vocab = Vocab(kind=info["kind"], path=path, vocab_size=info["vocab_size"],
-                  lower_case=info["lower_case"], sha256=info["sha256"], special_ids=tok.special_ids,
-                  not_random_replacements=sorted(set(range(tok.vocab_size)) - replacement - specials))
+    vocab = dataclasses.replace(info, path=info.path if "://" in info.path else os.path.abspath(info.path),
+                                random_replacement_ids=tuple(processor.replacement_ids.tolist()))
     return Manifest(
         builder_version=BUILDER_VERSION,
         fingerprint=fingerprint,

@@ -138,8 +138,7 @@ def _batch_parser(m: Manifest, seed, masked_lm_prob, max_predictions):
         return _sequence_parser(m, spec, special)
     if m.record_format == schema.GROUPS:
         return _pair_parser(m, spec, special, seed)
-    excluded = set(m.vocab.not_random_replacements) | set(special.as_dict().values())
-    replacement = [i for i in range(m.vocab.vocab_size) if i not in excluded]
+    replacement = list(m.vocab.random_replacement_ids)
     config = masking.MaskingConfig(
         masked_lm_prob=masked_lm_prob or m.masked_lm_prob,
         max_predictions=max_predictions or m.max_predictions_per_seq)

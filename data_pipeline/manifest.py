@@ -21,7 +21,7 @@ import os
 from typing import Dict, List, Optional
 
 from data_pipeline import schema
-from data_pipeline.tokenizer import SpecialIds
+from data_pipeline.tokenizer import SpecialIds, VocabRecord
 from storage import fs
 
 MANIFEST_FILE = "manifest.json"
@@ -50,25 +50,9 @@ class Split:
         return [s.file for s in self.shards]
 
 
-@dataclasses.dataclass
-class Vocab:
-    """The vocabulary the data was tokenized with (`Tokenizer.describe()` of the build)."""
-    kind: str
-    path: str
-    vocab_size: int
-    lower_case: bool
-    sha256: str
-    special_ids: SpecialIds
-    not_random_replacements: List[int] = dataclasses.field(default_factory=list)
-
-    def to_dict(self):
-        d = dataclasses.asdict(self)
-        d["special_ids"] = self.special_ids.as_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**dict(d, special_ids=SpecialIds(**d["special_ids"])))
+# The vocabulary the data was tokenized with: the tokenizer's record, with the ids MLM masking may
+# draw as random replacements. `Vocab` is the name this module's readers have always imported.
+Vocab = VocabRecord
 
 
 @dataclasses.dataclass
@@ -78,7 +62,7 @@ class Manifest:
     seq_len: int
     features: List[schema.Feature]
     splits: Dict[str, Split]
-    vocab: Optional[Vocab] = None               # None: records written by another tool
+    vocab: Optional[VocabRecord] = None         # None: records written by another tool
     mode: Optional[str] = None                  # dynamic | static (MLM)
     layout: Optional[str] = None                # pack | pairs (MLM)
     sentence_task: Optional[str] = None         # nsp | sop (pairs)
@@ -139,7 +123,7 @@ class Manifest:
             known = {f.name for f in dataclasses.fields(cls)}
             fields = {k: v for k, v in d.items() if k in known}
             fields["features"] = schema.from_manifest(d["features"])
-            fields["vocab"] = Vocab.from_dict(d["vocab"]) if d.get("vocab") else None
+            fields["vocab"] = VocabRecord.from_dict(d["vocab"]) if d.get("vocab") else None
             if fields["vocab"] and data_dir:
                 fields["vocab"].path = _vocab_path(fields["vocab"].path, data_dir)
             fields["splits"] = {name: _split(s) for name, s in d["splits"].items()}

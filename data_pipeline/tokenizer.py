@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import itertools
 import re
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -83,6 +83,75 @@ class SpecialIds:
 
     def as_dict(self):
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class VocabRecord:
+    """What is recorded of a vocabulary, one type from the tokenizer that reads it to the export
+    that ships it. Each file keeps the JSON keys, in the order, it has always had:
+
+      Tokenizer.describe()          (in memory)  kind path vocab_size lower_case sha256 special_ids
+      a data manifest's "vocab"     to_dict      the same + not_random_replacements
+      a run's vocab/vocab.json      to_dict      the same + not_random_replacements file source_path
+      an export manifest's "vocab"  to_export_dict
+                                                 file kind source_path vocab_size lower_case sha256
+                                                 special_ids
+
+    `random_replacement_ids` are the ids MLM masking may draw as random replacements (the
+    tokenizer's `random_replacement_ids()` at build time). A data manifest stores their complement
+    (the few non-special ids excluded: reserved and control tokens), which `from_dict` inverts once;
+    None where nothing records them (a tokenizer's description, an export).
+    """
+    kind: str                                        # wordpiece | sentencepiece
+    path: Optional[str]                              # the file; None in an export manifest (`file`)
+    vocab_size: int
+    lower_case: bool
+    sha256: str                                      # of the file's bytes
+    special_ids: SpecialIds
+    random_replacement_ids: Optional[Tuple[int, ...]] = None
+    file: Optional[str] = None                       # the copy's name in a run directory or export
+    source_path: Optional[str] = None                # the path the copy was made from
+
+    def not_random_replacements(self) -> List[int]:
+        """The ids neither special nor random replacements: what a data manifest stores."""
+        excluded = set(range(self.vocab_size)) - set(self.random_replacement_ids)
+        return sorted(excluded - set(self.special_ids.as_dict().values()))
+
+    def to_dict(self) -> dict:
+        """A data manifest's "vocab" (random_replacement_ids set), a run's vocab.json (file and
+        source_path set too)."""
+        d = {"kind": self.kind, "path": self.path, "vocab_size": self.vocab_size,
+             "lower_case": self.lower_case, "sha256": self.sha256,
+             "special_ids": self.special_ids.as_dict()}
+        if self.random_replacement_ids is not None:
+            d["not_random_replacements"] = self.not_random_replacements()
+        for name in ("file", "source_path"):
+            if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VocabRecord":
+        """The inverse of `to_dict`. Manifests without not_random_replacements (older builders)
+        exclude nothing but the special tokens, as they were always read."""
+        special_ids = SpecialIds(**d["special_ids"])
+        excluded = set(d.get("not_random_replacements", ())) | set(special_ids.as_dict().values())
+        return cls(kind=d["kind"], path=d["path"], vocab_size=d["vocab_size"], lower_case=d["lower_case"],
+                   sha256=d["sha256"], special_ids=special_ids,
+                   random_replacement_ids=tuple(i for i in range(d["vocab_size"]) if i not in excluded),
+                   file=d.get("file"), source_path=d.get("source_path"))
+
+    def to_export_dict(self) -> dict:
+        """An export manifest's "vocab": the copy's name and where it came from, no path."""
+        return {"file": self.file, "kind": self.kind, "source_path": self.source_path,
+                "vocab_size": self.vocab_size, "lower_case": self.lower_case, "sha256": self.sha256,
+                "special_ids": self.special_ids.as_dict()}
+
+    @classmethod
+    def from_export_dict(cls, d: dict) -> "VocabRecord":
+        return cls(kind=d["kind"], path=None, vocab_size=d["vocab_size"], lower_case=d["lower_case"],
+                   sha256=d["sha256"], special_ids=SpecialIds(**d["special_ids"]), file=d["file"],
+                   source_path=d["source_path"])
 
 
 class Tokenizer(abc.ABC):
@@ -165,10 +234,11 @@ class Tokenizer(abc.ABC):
         """sha256 of the vocabulary file: recorded in manifests so data and models can be matched."""
         return _sha256_file(self.path)
 
-    def describe(self) -> dict:
-        return {"kind": self.kind, "path": self.path, "vocab_size": self.vocab_size,
-                "lower_case": self.lower_case, "sha256": self.checksum(),
-                "special_ids": self.special_ids.as_dict()}
+    def describe(self) -> VocabRecord:
+        """The record of this vocabulary (without random replacements: the builder adds those)."""
+        return VocabRecord(kind=self.kind, path=self.path, vocab_size=self.vocab_size,
+                           lower_case=self.lower_case, sha256=self.checksum(),
+                           special_ids=self.special_ids)
 
     def _index_vocab(self):
         self._token_index = {t: i for i, t in enumerate(self.vocab)}

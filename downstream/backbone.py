@@ -26,8 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from storage import fs
 from pretrain import google_checkpoint
+from pretrain.export_dir import ExportDir
 from pretrain.modeling import BertConfig, BertPretrainingModel, attention_bias
 
 APPLICATIONS = {"encoder": "bidirectional", "unilm": "unilm", "lm": "causal"}
@@ -96,9 +96,10 @@ def build_transformer_model(config_path: str, checkpoint_path: Optional[str] = N
 
     Args:
       config_path: a Google bert_config.json.
-      checkpoint_path: checkpoint prefix (…/bert_model.ckpt) or its directory; None for fresh
-        weights. Loaded by variable name; missing names, shapes that do not fit the config and
-        corrupt files raise CheckpointError before anything is assigned.
+      checkpoint_path: checkpoint prefix (…/bert_model.ckpt) or its directory, or an opened
+        `ExportDir` (its reader is used); None for fresh weights. Loaded by variable name; missing
+        names, shapes that do not fit the config and corrupt files raise CheckpointError before
+        anything is assigned.
       model: "bert" (RoBERTa releases in Google's layout, e.g. Chinese RoBERTa-wwm, load as "bert").
       application: "encoder", "unilm" or "lm" (the attention mask).
       with_pool, with_nsp, with_mlm: the heads (see the module docstring); with_mlm may name an
@@ -126,8 +127,11 @@ def build_transformer_model(config_path: str, checkpoint_path: Optional[str] = N
     keras_model = keras.Model([token_ids, segment_ids], outputs, name=name)
     if checkpoint_path:
         heads = [h for h, on in (("pooler", backbone.with_pool), ("nsp", with_nsp), ("mlm", with_mlm)) if on]
-        google_checkpoint.load_weights(backbone.bert, checkpoint_path, heads=heads,
-                                       rows=None if keep_tokens is None else np.asarray(keep_tokens))
+        opened = isinstance(checkpoint_path, ExportDir)
+        google_checkpoint.load_weights(
+            backbone.bert, checkpoint_path.prefix if opened else checkpoint_path, heads=heads,
+            rows=None if keep_tokens is None else np.asarray(keep_tokens),
+            reader=checkpoint_path.reader if opened else None)
     return keras_model
 
 
@@ -146,18 +150,11 @@ def backbone_of(model) -> BertBackbone:
                      % getattr(model, "name", model))
 
 
-def export_files(directory: str) -> dict:
-    """{"config", "checkpoint", "vocab"} paths of an export (or of a Google release directory)."""
-    checkpoint = google_checkpoint.resolve(directory)
-    return {"config": fs.join(directory, google_checkpoint.BERT_CONFIG), "checkpoint": checkpoint,
-            "vocab": google_checkpoint.vocab_beside(checkpoint)}
-
-
-def check_positions(files: dict, tokens: int, what: str):
+def check_positions(export: ExportDir, tokens: int, what: str):
     """A ValueError unless rows of `tokens` tokens (`what` makes them: e.g. "--max_len=128") fit the
-    max_position_embeddings of the export whose `export_files` are `files`: checked before a model
-    is built, instead of an error from inside Keras."""
-    positions = google_checkpoint.read_config(files["config"]).max_position_embeddings
+    max_position_embeddings of `export`: checked before a model is built, instead of an error
+    from inside Keras."""
+    positions = export.config.max_position_embeddings
     if tokens > positions:
         raise ValueError("%s exceed the model's max_position_embeddings=%d (%s); lower them."
-                         % (what, positions, files["config"]))
+                         % (what, positions, export.config_path))

@@ -56,13 +56,14 @@ def finetune_classifier(export_dir, train_rows, eval_rows, max_len=64, epochs=3,
 
     from data_pipeline.tokenizer import count_unknown, unknown_warning
     from downstream.adversarial import adversarial_training
-    from downstream.backbone import build_transformer_model, check_positions, export_files
+    from downstream.backbone import build_transformer_model, check_positions
     from downstream.tokenization import load_finetune_tokenizer
+    from pretrain.export_dir import ExportDir
 
     keras.utils.set_random_seed(seed)
-    files = export_files(export_dir)
-    check_positions(files, max_len, "rows of --max_len=%d tokens" % max_len)
-    tokenizer = load_finetune_tokenizer(files["vocab"])
+    export = ExportDir(export_dir)
+    check_positions(export, max_len, "rows of --max_len=%d tokens" % max_len)
+    tokenizer = load_finetune_tokenizer(export.require_vocab(), export.lower_case)
     labels = sorted({label for _, label in train_rows})
     if len(labels) < 2:
         raise ValueError("The %d training rows all have the label %r: a classifier needs at least 2 "
@@ -85,10 +86,10 @@ def finetune_classifier(export_dir, train_rows, eval_rows, max_len=64, epochs=3,
     x_eval, y_eval = encode(eval_rows)
     pad = tokenizer.special_ids.pad
     warning = unknown_warning(*count_unknown([r[r != pad] for r in x_train[0]], tokenizer.special_ids.unk),
-                              "the training rows", files["vocab"])
+                              "the training rows", export.vocab_path)
     if warning:
         log(warning)
-    bert = build_transformer_model(files["config"], None if from_scratch else files["checkpoint"],
+    bert = build_transformer_model(export.config_path, None if from_scratch else export,
                                    with_pool=True, padding_id=tokenizer.special_ids.pad, seed=seed)
     output = keras.layers.Dropout(dropout, seed=seed)(bert.output)
     output = keras.layers.Dense(len(labels), activation="softmax")(output)
@@ -98,7 +99,7 @@ def finetune_classifier(export_dir, train_rows, eval_rows, max_len=64, epochs=3,
     if adversarial_epsilon:
         adversarial_training(model, epsilon=adversarial_epsilon)
     log("fine-tuning on %d rows (%d labels), %s weights%s" % (
-        len(train_rows), len(labels), "random" if from_scratch else files["checkpoint"],
+        len(train_rows), len(labels), "random" if from_scratch else export.prefix,
         ", FGM epsilon %g" % adversarial_epsilon if adversarial_epsilon else ""))
     model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=2)
     predicted = model.predict(x_eval, batch_size=64, verbose=0).argmax(-1)

@@ -44,9 +44,10 @@ import numpy as np
 import tensorflow as tf
 
 from downstream import decoding
-from downstream.backbone import APPLICATIONS, backbone_of, build_transformer_model, export_files
+from downstream.backbone import APPLICATIONS, backbone_of, build_transformer_model
 from downstream.tokenization import load_finetune_tokenizer
-from pretrain.google_checkpoint import CheckpointError, HEADS, open_reader, resolve
+from pretrain.export_dir import ExportDir
+from pretrain.google_checkpoint import CheckpointError, HEADS
 from pretrain.modeling import BertPretrainingModel
 
 STRATEGIES = ("greedy", "beam", "sample")
@@ -310,29 +311,25 @@ def load_decoder(export_dir: str, application: str = "unilm", **kwargs):
     """(decoder, tokenizer) for an export directory (or a Google release directory).
 
     Args:
-      export_dir: holds bert_config.json, bert_model.ckpt.* and the vocabulary.
+      export_dir: holds bert_config.json, bert_model.ckpt.* and the vocabulary (or an `ExportDir`).
       application: "unilm" or "lm".
       **kwargs: `AutoRegressiveDecoder` arguments (max_len, min_len, use_cache); end_id defaults
         to the vocabulary's [SEP].
 
     Raises:
-      CheckpointError: no checkpoint, or one without the MLM head (cls/predictions/*), which
-        generation predicts tokens with.
+      CheckpointError: no checkpoint, one without the MLM head (cls/predictions/*), which
+        generation predicts tokens with, or no vocabulary.
     """
     if application not in ("unilm", "lm"):
         raise ValueError("application=%r: generation needs 'unilm' or 'lm'." % application)
-    files = export_files(export_dir)
-    prefix = resolve(files["checkpoint"])
-    if not any(n.startswith(HEADS["mlm"]) for n in open_reader(prefix).get_variable_to_shape_map()):
+    export = ExportDir.of(export_dir)
+    if not export.has_head("mlm"):
         raise CheckpointError(
             "%s has no MLM head (%s*): generation predicts every token with it. Use an export of "
             "launch.export (always written with it), or a checkpoint released with its pretraining "
-            "heads." % (prefix, HEADS["mlm"]))
-    if files["vocab"] is None:
-        raise CheckpointError("No vocabulary beside %s (vocab.txt, or the file export_manifest.json "
-                              "names)." % prefix)
-    tokenizer = load_finetune_tokenizer(files["vocab"])
-    model = build_transformer_model(files["config"], prefix, application=application, with_mlm=True,
+            "heads." % (export.prefix, HEADS["mlm"]))
+    tokenizer = load_finetune_tokenizer(export.require_vocab(), export.lower_case)
+    model = build_transformer_model(export.config_path, export, application=application, with_mlm=True,
                                     padding_id=tokenizer.special_ids.pad)
     kwargs.setdefault("end_id", tokenizer.special_ids.sep)
     return AutoRegressiveDecoder(model, **kwargs), tokenizer

@@ -1,10 +1,12 @@
 """UniLM seq2seq fine-tuning on (source, target) pairs, as bert4keras users write it.
 
     from downstream.seq2seq import Seq2SeqData, build_seq2seq_model, seq2seq_loss
+    from pretrain.export_dir import ExportDir
 
+    export = ExportDir("exports/base/100000")
     data = Seq2SeqData(tokenizer, max_source_len=256, max_target_len=32)
     x, y, weights = data.training_arrays(pairs)                  # pairs: [(source, target), ...]
-    model = build_seq2seq_model(files["config"], files["checkpoint"], padding_id=tokenizer.special_ids.pad)
+    model = build_seq2seq_model(export.config_path, export.prefix, padding_id=tokenizer.special_ids.pad)
     model.compile(keras.optimizers.Adam(2e-5), **seq2seq_loss())
     model.fit(x, y, sample_weight=weights, batch_size=16, epochs=3)
     decoder = AutoRegressiveDecoder(model, end_id=tokenizer.special_ids.sep, max_len=32)
@@ -22,9 +24,9 @@ import numpy as np
 
 from storage import fs
 from data_pipeline.tokenizer import count_unknown, unknown_warning
-from downstream.backbone import backbone_of, build_transformer_model, check_positions, export_files
+from downstream.backbone import backbone_of, build_transformer_model, check_positions
 from downstream.tokenization import load_finetune_tokenizer
-from pretrain.google_checkpoint import EXPORT_MANIFEST
+from pretrain.export_dir import EXPORT_MANIFEST, ExportDir
 
 def seq2seq_loss() -> dict:
     """`model.compile` arguments of a seq2seq model: cross-entropy on the logits averaged over the
@@ -147,25 +149,25 @@ def finetune(export_dir, train_pairs, eval_pairs, output, max_source_len=64, max
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs=%d, batch_size=%d: both must be >= 1." % (epochs, batch_size))
     keras.utils.set_random_seed(seed)
-    files = export_files(export_dir)
-    check_positions(files, max_source_len + max_target_len + 3, "--max_source_len=%d plus "
+    export = ExportDir(export_dir)
+    check_positions(export, max_source_len + max_target_len + 3, "--max_source_len=%d plus "
                     "--max_target_len=%d plus 3 special tokens" % (max_source_len, max_target_len))
     if fs.exists(output) and (not fs.isdir(output) or fs.listdir(output)):
         raise ValueError("--output %s already exists and is not empty; choose a new directory." % output)
-    tokenizer = load_finetune_tokenizer(files["vocab"])
+    tokenizer = load_finetune_tokenizer(export.require_vocab(), export.lower_case)
     data = Seq2SeqData(tokenizer, max_source_len, max_target_len)
     x, y, weights = data.training_arrays(train_pairs)
     pad = tokenizer.special_ids.pad
     warning = unknown_warning(*count_unknown([r[r != pad] for r in x[0]], tokenizer.special_ids.unk),
-                              "the training pairs", files["vocab"])
+                              "the training pairs", export.vocab_path)
     if warning:
         log(warning)
-    model = build_seq2seq_model(files["config"], files["checkpoint"], tokenizer.special_ids.pad, seed)
+    model = build_seq2seq_model(export.config_path, export, tokenizer.special_ids.pad, seed)
     model.compile(keras.optimizers.Adam(learning_rate), **seq2seq_loss())
     if adversarial_epsilon:
         adversarial_training(model, epsilon=adversarial_epsilon)
     log("fine-tuning on %d pairs (rows of %d tokens) from %s" % (len(train_pairs), x[0].shape[1],
-                                                                files["checkpoint"]))
+                                                                export.prefix))
     history = model.fit(x, y, sample_weight=weights, batch_size=batch_size, epochs=epochs, shuffle=True,
                         callbacks=list(callbacks), verbose=2).history
     settings = dict(max_source_len=max_source_len, max_target_len=max_target_len,
@@ -174,12 +176,13 @@ def finetune(export_dir, train_pairs, eval_pairs, output, max_source_len=64, max
                     adversarial_epsilon=adversarial_epsilon, train_pairs=len(train_pairs), command=command)
     # Saved before the eval decodes, so that nothing after training can lose the trained weights;
     # the eval scores join the manifest's metrics once they exist.
-    manifest = export_model(backbone_of(model).bert, output, files["vocab"], "unilm", {"export": export_dir},
+    manifest = export_model(backbone_of(model).bert, output, export.vocab_path, "unilm",
+                            {"export": export_dir},
                             metrics={"train": {k: float(v[-1]) for k, v in history.items()}},
                             settings=settings, lower_case=tokenizer.base.lower_case, log=log)
     decoder = AutoRegressiveDecoder(model, end_id=tokenizer.special_ids.sep, max_len=max_target_len + 1)
     scores = evaluate(decoder, data, eval_pairs, lead_length([t for _, t in train_pairs]), strategy, beam_size)
-    manifest["metrics"].update({"eval": scores["model"], "eval_lead_%d" % scores["lead_n"]: scores["lead"]})
-    fs.write_json_atomic(fs.join(output, EXPORT_MANIFEST), manifest)
+    manifest.metrics.update({"eval": scores["model"], "eval_lead_%d" % scores["lead_n"]: scores["lead"]})
+    fs.write_json_atomic(fs.join(output, EXPORT_MANIFEST), manifest.to_json())
     return dict(scores, output=output, train_pairs=len(train_pairs), eval_pairs=len(eval_pairs),
                 strategy=strategy, epochs=len(history["loss"]), train_loss=float(history["loss"][-1]))

@@ -18,18 +18,16 @@ SimBERT task trains); the SimBERT release was trained with a linear pooler: pass
 `pooler="linear"` for its checkpoints.
 """
 
-import json
 import warnings
 from typing import List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from storage import fs
-from downstream.backbone import backbone_of, build_transformer_model, export_files
+from downstream.backbone import backbone_of, build_transformer_model
 from downstream.tokenization import load_finetune_tokenizer
 from downstream.generation import AutoRegressiveDecoder
-from pretrain.google_checkpoint import EXPORT_MANIFEST
+from pretrain.export_dir import ExportDir
 from pretrain.modeling import attention_bias
 
 
@@ -62,15 +60,14 @@ class SimBERT:
 
     @classmethod
     def from_export(cls, export_dir: str, max_len: int = 32, pooler: str = "tanh", **kwargs):
-        """A SimBERT over an export directory (or a Google-layout release with vocab.txt)."""
-        files = export_files(export_dir)
-        manifest = fs.join(export_dir, EXPORT_MANIFEST)
-        if fs.exists(manifest) and not json.loads(fs.read_bytes(manifest)).get("heads", {}).get(
-                "pooler_trained", True):
+        """A SimBERT over an export directory (or a Google-layout release with vocab.txt; or an
+        `ExportDir`)."""
+        export = ExportDir.of(export_dir)
+        if export.manifest and not export.manifest.heads.get("pooler_trained", True):
             warnings.warn("%s was exported from a run that did not train its pooler (no NSP, not the "
-                          "simbert task): its similarities carry little meaning." % export_dir)
-        tokenizer = load_finetune_tokenizer(files["vocab"])
-        model = build_transformer_model(files["config"], files["checkpoint"], application="unilm",
+                          "simbert task): its similarities carry little meaning." % export.directory)
+        tokenizer = load_finetune_tokenizer(export.require_vocab(), export.lower_case)
+        model = build_transformer_model(export.config_path, export, application="unilm",
                                         with_pool=True, with_mlm=True, padding_id=tokenizer.special_ids.pad)
         return cls(model, tokenizer, max_len=max_len, pooler=pooler, **kwargs)
 

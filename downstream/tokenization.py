@@ -8,16 +8,14 @@
     batch = sequence_padding([token_ids])           # int32 [1, len(token_ids)]
 """
 
-import json
 import os
 from typing import List, Optional, Sequence
 
 import numpy as np
 
-from storage import fs
 from data_pipeline import tokenizer as tokenization
 from data_pipeline.google_text import is_cjk
-from pretrain import google_checkpoint
+from pretrain.export_dir import ExportManifest
 from pretrain.google_checkpoint import CheckpointError
 
 
@@ -94,7 +92,5 @@ def sequence_padding(sequences, length: Optional[int] = None, value: int = 0) ->
 
 
 def _recorded_lower_case(vocab_path):
-    manifest = fs.join(os.path.dirname(vocab_path), google_checkpoint.EXPORT_MANIFEST)
-    if fs.exists(manifest):
-        return json.loads(fs.read_bytes(manifest)).get("vocab", {}).get("lower_case")
-    return None
+    manifest = ExportManifest.load(os.path.dirname(vocab_path))
+    return manifest.vocab.lower_case if manifest else None

@@ -59,7 +59,7 @@ def main(argv):
         common.record_command(FLAGS.workdir, "launch.export")
     except (OSError, tf.errors.OpError) as e:
         print("export: note: could not record the command in %s (%s)" % (FLAGS.workdir, e), file=sys.stderr)
-    for name, info in manifest["files"].items():
+    for name, info in manifest.files.items():
         print("  %-40s %12d bytes  sha256 %s" % (name, info["bytes"], info["sha256"][:16]))
     return 0
 

@@ -73,11 +73,11 @@ HELD = 1024
 
 def check_export(manifest):
     """Refuses --mode=synonyms on an export that is not a SimBERT one with a trained pooler, and
-    warns when --mode=generate is asked of an MLM-only export (`manifest`: its export manifest;
+    warns when --mode=generate is asked of an MLM-only export (`manifest`: its `ExportManifest`;
     None for a Google release, taken as it is)."""
     if manifest is None:
         return
-    task, pooler = manifest.get("task"), manifest.get("heads", {}).get("pooler_trained")
+    task, pooler = manifest.task, manifest.heads.get("pooler_trained")
     if FLAGS.mode == "synonyms" and (task != "simbert" or not pooler):
         raise ValueError("--mode=synonyms needs a SimBERT export with a trained pooler, but %s was "
                          "exported from a %s run (pooler trained: %s): its similarities would rank "
@@ -90,12 +90,12 @@ def check_export(manifest):
               file=sys.stderr)
 
 
-def generate(records, path):
-    """[(line, source)] -> the output records of --mode=generate, in input order, made
-    HELD sequences at a time."""
+def generate(export, records, path):
+    """[(line, source)] -> the output records of --mode=generate from `export` (an `ExportDir`),
+    in input order, made HELD sequences at a time."""
     from downstream.generation import load_decoder, prefixes
 
-    decoder, tokenizer = load_decoder(FLAGS.export, FLAGS.application, max_len=FLAGS.max_len,
+    decoder, tokenizer = load_decoder(export, FLAGS.application, max_len=FLAGS.max_len,
                                       min_len=FLAGS.min_len, jit_compile=FLAGS.jit_compile)
     inputs = prefixes(tokenizer, records, FLAGS.application, FLAGS.max_len, decoder.max_positions,
                       FLAGS.max_source_len, path)
@@ -136,12 +136,12 @@ def _progress(total):
     return report
 
 
-def synonyms(records):
-    """[(line, text)] -> the output records of --mode=synonyms."""
+def synonyms(export, records):
+    """[(line, text)] -> the output records of --mode=synonyms from `export` (an `ExportDir`)."""
     from downstream.simbert import SimBERT
 
     sampled = FLAGS["top_k"].present or FLAGS["top_p"].present
-    simbert = SimBERT.from_export(FLAGS.export, max_len=FLAGS.max_len, jit_compile=FLAGS.jit_compile)
+    simbert = SimBERT.from_export(export, max_len=FLAGS.max_len, jit_compile=FLAGS.jit_compile)
     for line, text in records:
         found = simbert.gen_synonyms(
             text, n=FLAGS.num_samples if FLAGS["num_samples"].present else 100, k=FLAGS.synonyms,
@@ -182,11 +182,13 @@ def main(argv):
                    for line, r in common.read_jsonl(FLAGS.input, (FLAGS.source_field,))]
         with output_file(FLAGS.output) as out:
             common.import_tensorflow(FLAGS.verbose)
-            from pretrain.google_checkpoint import EXPORT_MANIFEST
+            from pretrain.export_dir import ExportDir
 
-            manifest = fs.join(FLAGS.export, EXPORT_MANIFEST)
-            check_export(fs.read_json(manifest) if fs.exists(manifest) else None)
-            for record in synonyms(records) if FLAGS.mode == "synonyms" else generate(records, FLAGS.input):
+            export = ExportDir(FLAGS.export)
+            check_export(export.manifest)
+            results = (synonyms(export, records) if FLAGS.mode == "synonyms"
+                       else generate(export, records, FLAGS.input))
+            for record in results:
                 out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
                 count += 1
     except (ValueError, OSError) as e:

@@ -27,7 +27,7 @@ when complete (gs:// outputs: uploaded with CRC32C checks, the manifest last). A
 already holds this export is left as it is; one that holds anything else is refused.
 """
 
-import datetime
+import dataclasses
 import json
 import os
 import shutil
@@ -40,12 +40,12 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 from data_pipeline.manifest import Manifest, ManifestError
 from data_pipeline.tokenizer import VocabError, load_tokenizer
 from pretrain import google_checkpoint, updates
-from pretrain.google_checkpoint import BERT_CONFIG, CHECKPOINT, EXPORT_MANIFEST, CheckpointError
+from pretrain.export_dir import BERT_CONFIG, CHECKPOINT, EXPORT_MANIFEST, VOCAB_FILES, ExportManifest
+from pretrain.google_checkpoint import CheckpointError
 from pretrain.modeling import BertConfig, build_model, google_variables
-from pretrain.rundir import VOCAB_FILES, RunDir
+from pretrain.rundir import RunDir
 from storage import fs, gcs
 
-FORMAT = "google-bert-checkpoint"
 _ADVICE = "export another step with --step"
 _OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
@@ -54,7 +54,7 @@ class ExportError(RuntimeError):
     """An export that cannot be made; the message says what to change."""
 
 
-def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, log=None) -> dict:
+def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, log=None) -> ExportManifest:
     """Exports the run in `workdir` at `step` (default: its latest checkpoint) to `output`.
 
     Args:
@@ -67,7 +67,7 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
       log: a function taking one line of progress text.
 
     Returns:
-      The export manifest (also written as output/export_manifest.json).
+      The export's manifest (written as output/export_manifest.json).
     """
     log = log or (lambda text: None)
     rundir = RunDir(workdir)
@@ -79,11 +79,11 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
               "index_sha256": fs.sha256(checkpoint + ".index")}
     existing = _existing_export(output)
     if existing is not None:
-        if _same_source(existing.get("source", {}), source):
+        if _same_source(existing.source, source):
             log("%s already holds this export (step %d%s); nothing to do."
                 % (output, source["step"], ", EMA" if ema else ""))
             return existing
-        old = existing.get("source", {})
+        old = existing.source
         raise ExportError("%s already holds a different export (step %s%s of %s). Choose another "
                           "--output, or delete it first." % (output, old.get("step"), ", EMA" if
                                                             old.get("ema") else "", old.get("workdir")))
@@ -104,7 +104,7 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
 
 
 def export_model(model, output: str, vocab: str, task: str, source: dict, metrics=None,
-                 settings=None, lower_case=None, log=None) -> dict:
+                 settings=None, lower_case=None, log=None) -> ExportManifest:
     """Writes a model trained outside a pretraining run (fine-tuning) as an export, in the layout
     `export` writes, so that everything that reads exports reads it.
 
@@ -129,9 +129,9 @@ def export_model(model, output: str, vocab: str, task: str, source: dict, metric
         vocab_info = load_tokenizer(vocab, lower_case=lower_case).describe()
     except VocabError as e:
         raise ExportError(str(e))
-    if vocab_info["vocab_size"] != model.config.vocab_size:
+    if vocab_info.vocab_size != model.config.vocab_size:
         raise ExportError("The vocabulary %s has %d tokens but the model has vocab_size=%d."
-                          % (vocab, vocab_info["vocab_size"], model.config.vocab_size))
+                          % (vocab, vocab_info.vocab_size, model.config.vocab_size))
     values = {name: v.numpy().astype(np.float32) for name, v in google_variables(model).items()}
     heads = {"mlm": True, "pooler": True, "nsp": bool(model.with_nsp), "pooler_trained": False}
     staging = _staging_dir(output)
@@ -259,17 +259,16 @@ def _ema_values(checkpoint, model):
 def _find_vocab(rundir, run, config, override):
     """The vocabulary the run trained with: its copy in the run directory (or, for runs from
     before copies were made, the one the data manifest names), as `describe()` of its tokenizer."""
-    recorded = rundir.vocab() or {}
+    recorded = rundir.vocab()
     where = "the run directory %s" % rundir.workdir
-    if not recorded:   # an older run: the data directory's manifest names the vocabulary
+    if recorded is None:   # an older run: the data directory's manifest names the vocabulary
         data_dir = (run.get("data") or {}).get("train_dir") or ""
         where = "the manifest of %s" % data_dir
         try:
-            manifest = Manifest.load(data_dir) if data_dir else None
-            recorded = manifest.vocab.to_dict() if manifest and manifest.vocab else {}
+            recorded = Manifest.load(data_dir).vocab if data_dir else None
         except ManifestError:
             pass
-    path = override or recorded.get("path")
+    path = override or (recorded.path if recorded else None)
     if not path:
         raise ExportError("Cannot find the run's vocabulary: %s has no vocab/ copy (a run from an "
                           "older version) and its data directory has no readable manifest.json "
@@ -280,15 +279,15 @@ def _find_vocab(rundir, run, config, override):
                           "--vocab=PATH to a copy of it (checked against the recorded sha256)."
                           % (path, where))
     try:
-        info = load_tokenizer(path, lower_case=recorded.get("lower_case")).describe()
+        info = load_tokenizer(path, lower_case=recorded.lower_case if recorded else None).describe()
     except VocabError as e:
         raise ExportError(str(e))
-    if recorded.get("sha256") and info["sha256"] != recorded["sha256"]:
+    if recorded and info.sha256 != recorded.sha256:
         raise ExportError("%s is not the vocabulary the run was trained with (sha256 %s…, %s says "
-                          "%s…)." % (path, info["sha256"][:12], where, recorded["sha256"][:12]))
-    if info["vocab_size"] != config.vocab_size:
+                          "%s…)." % (path, info.sha256[:12], where, recorded.sha256[:12]))
+    if info.vocab_size != config.vocab_size:
         raise ExportError("The vocabulary %s has %d tokens but the model has vocab_size=%d."
-                          % (path, info["vocab_size"], config.vocab_size))
+                          % (path, info.vocab_size, config.vocab_size))
     return info
 
 
@@ -307,30 +306,19 @@ def _write(staging, values, config, vocab_info, heads, run, source, metrics):
     google_checkpoint.write_checkpoint(values, os.path.join(staging, CHECKPOINT))
     with open(os.path.join(staging, BERT_CONFIG), "w") as f:
         json.dump(config.to_dict(), f, indent=2)
-    vocab_file = VOCAB_FILES[vocab_info["kind"]]
+    vocab_file = VOCAB_FILES[vocab_info.kind]
     with open(os.path.join(staging, vocab_file), "wb") as f:
-        f.write(fs.read_bytes(vocab_info["path"]))
+        f.write(fs.read_bytes(vocab_info.path))
     files = {name: {"bytes": os.path.getsize(os.path.join(staging, name)),
                     "sha256": fs.sha256(os.path.join(staging, name))}
              for name in sorted(os.listdir(staging))}
-    manifest = {
-        "format": FORMAT,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": source,
-        "task": run.get("task"),
-        "heads": heads,
-        "bert_config": config.to_dict(),
-        "vocab": {"file": vocab_file, "kind": vocab_info["kind"], "source_path": vocab_info["path"],
-                  "vocab_size": vocab_info["vocab_size"], "lower_case": vocab_info["lower_case"],
-                  "sha256": vocab_info["sha256"], "special_ids": vocab_info["special_ids"]},
-        "checkpoint": CHECKPOINT,
-        "variables": {name: list(value.shape) for name, value in sorted(values.items())},
-        "metrics": metrics,
-        "files": files,
-        "run_config": run,
-    }
+    manifest = ExportManifest(
+        source=source, task=run.get("task"), heads=heads, bert_config=config.to_dict(),
+        vocab=dataclasses.replace(vocab_info, path=None, file=vocab_file, source_path=vocab_info.path),
+        variables={name: list(value.shape) for name, value in sorted(values.items())},
+        files=files, metrics=metrics, run_config=run)
     with open(os.path.join(staging, EXPORT_MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=2)
+        json.dump(manifest.to_json(), f, indent=2)
     return manifest
 
 
@@ -344,7 +332,8 @@ def _existing_export(output):
             raise ExportError("%s holds %d object(s) but no %s (an interrupted upload, or other "
                               "files). Choose another --output, or delete it (`gcloud storage rm -r "
                               "%s`)." % (output, len(names), EXPORT_MANIFEST, output))
-        return json.loads(gcs.read_bytes(output.rstrip("/") + "/" + EXPORT_MANIFEST))
+        url = output.rstrip("/") + "/" + EXPORT_MANIFEST
+        return ExportManifest.parse(gcs.read_bytes(url), url)
     if "://" in output:
         raise ExportError("--output %s: exports go to a local directory or gs://." % output)
     if not os.path.exists(output):
@@ -353,12 +342,10 @@ def _existing_export(output):
         raise ExportError("--output %s is a file, not a directory." % output)
     if not os.listdir(output):
         return None
-    path = os.path.join(output, EXPORT_MANIFEST)
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(output, EXPORT_MANIFEST)):
         raise ExportError("%s is not empty and holds no export (no %s). Choose another --output."
                           % (output, EXPORT_MANIFEST))
-    with open(path) as f:
-        return json.load(f)
+    return ExportManifest.load(output)
 
 
 def _same_source(a, b):

@@ -15,18 +15,15 @@ Continued pretraining from such a checkpoint (architecture and vocabulary checks
 """
 
 import json
-import os
 import re
 
 import numpy as np
 import tensorflow as tf
 
 from storage import fs
+from pretrain.export_dir import CHECKPOINT
 from pretrain.modeling import BertConfig, google_variables
 
-CHECKPOINT = "bert_model.ckpt"
-BERT_CONFIG = "bert_config.json"
-EXPORT_MANIFEST = "export_manifest.json"
 HEADS = {"pooler": "bert/pooler/", "mlm": "cls/predictions/", "nsp": "cls/seq_relationship/"}
 VOCAB_ROWS = ("bert/embeddings/word_embeddings", "cls/predictions/output_bias")
 _REQUIRED_CONFIG = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -104,7 +101,7 @@ def read_tensor(reader, prefix: str, name: str, advice: str = "re-download or re
                               % (prefix, name, first_line(e), advice[:1].upper() + advice[1:]))
 
 
-def load_weights(model, path: str, heads=(), rows=None) -> dict:
+def load_weights(model, path: str, heads=(), rows=None, reader=None) -> dict:
     """Assigns `model`'s variables from the checkpoint at `path`, by Google name.
 
     Args:
@@ -115,12 +112,16 @@ def load_weights(model, path: str, heads=(), rows=None) -> dict:
       rows: optional int array [model vocab_size]: rows[i] is the checkpoint row for the model's
         token i, -1 to keep the model's current row (applies to the word embeddings and the MLM
         output bias). bert4keras's `keep_tokens` is such a map without -1.
+      reader: the checkpoint's reader where the caller holds it open (`ExportDir.reader`); `path`
+        is then its prefix.
 
     Returns:
       {"loaded": names assigned, "kept": names of the model absent from the checkpoint}.
     """
-    prefix = resolve(path)
-    reader = open_reader(prefix)
+    prefix = path
+    if reader is None:
+        prefix = resolve(path)
+        reader = open_reader(prefix)
     available = reader.get_variable_to_shape_map()
     targets = google_variables(model)
     required = [n for n in targets
@@ -194,18 +195,6 @@ def _missing_error(prefix, missing, available, config):
         text += (" It was saved without the %s head(s); build the model without them."
                  % ", ".join(absent_heads))
     return CheckpointError(text)
-
-
-def vocab_beside(prefix: str):
-    """The vocabulary stored with a checkpoint: named by an export manifest, or vocab.txt."""
-    directory = os.path.dirname(prefix)
-    manifest = fs.join(directory, EXPORT_MANIFEST)
-    if fs.exists(manifest):
-        name = json.loads(fs.read_bytes(manifest)).get("vocab", {}).get("file")
-        if name and fs.exists(fs.join(directory, name)):
-            return fs.join(directory, name)
-    path = fs.join(directory, "vocab.txt")
-    return path if fs.exists(path) else None
 
 
 def first_line(e):

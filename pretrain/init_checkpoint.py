@@ -9,14 +9,12 @@ checkpoint, and the data's vocabulary must be the checkpoint's, or be mapped to 
 (`vocab_map`). Optimizer state and the step start fresh.
 """
 
-import os
-
 import numpy as np
 
 from storage import fs
 from data_pipeline.tokenizer import VocabError, load_tokenizer
-from pretrain.google_checkpoint import (BERT_CONFIG, VOCAB_ROWS, CheckpointError, load_weights,
-                                        open_reader, read_config, resolve, vocab_beside)
+from pretrain.export_dir import BERT_CONFIG, ExportDir
+from pretrain.google_checkpoint import VOCAB_ROWS, CheckpointError, load_weights
 
 # Fields a checkpoint fixes (vocab_size is checked with the vocabulary itself).
 _ARCHITECTURE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -36,29 +34,29 @@ def init_from_checkpoint(model, path: str, data_vocab=None, vocab_map: str = "",
     Args:
       model: the built `BertPretrainingModel` of the run.
       path: checkpoint prefix or directory.
-      data_vocab: the data's vocabulary (`manifest.Vocab`: path, sha256, vocab_size), or None.
+      data_vocab: the data's vocabulary (its manifest's `VocabRecord`: path, sha256), or None.
       vocab_map: "", "by_token" or a path.
       log: a function taking one line of text.
     """
-    prefix = resolve(path)
-    available = open_reader(prefix).get_variable_to_shape_map()
-    _check_architecture(prefix, model.config, log)
-    rows = _vocab_rows(prefix, available, model.config.vocab_size, data_vocab, vocab_map, log)
-    result = load_weights(model, prefix, rows=rows)
+    checkpoint = ExportDir(path)
+    available = checkpoint.variables
+    _check_architecture(checkpoint, model.config, log)
+    rows = _vocab_rows(checkpoint, available, model.config.vocab_size, data_vocab, vocab_map, log)
+    result = load_weights(model, checkpoint.prefix, rows=rows, reader=checkpoint.reader)
     log("init_checkpoint: %d variables loaded from %s%s" % (
-        len(result["loaded"]), prefix,
+        len(result["loaded"]), checkpoint.prefix,
         "; kept at their initial values (not in the checkpoint): %s" % ", ".join(result["kept"])
         if result["kept"] else ""))
     return result
 
 
-def _check_architecture(prefix, config, log):
-    path = fs.join(os.path.dirname(prefix), BERT_CONFIG)
+def _check_architecture(checkpoint, config, log):
+    path = checkpoint.config_path
     if not fs.exists(path):
         log("init_checkpoint: no %s beside %s; only the variable shapes are checked (not "
-            "num_attention_heads or hidden_act)." % (BERT_CONFIG, prefix))
+            "num_attention_heads or hidden_act)." % (BERT_CONFIG, checkpoint.prefix))
         return
-    theirs = read_config(path)
+    theirs = checkpoint.config
     differ = []
     for field in _ARCHITECTURE:
         a, b = getattr(config, field), getattr(theirs, field)
@@ -71,12 +69,12 @@ def _check_architecture(prefix, config, log):
                               "config.model to the checkpoint's values." % (path, "; ".join(differ)))
 
 
-def _vocab_rows(prefix, available, model_vocab, data_vocab, vocab_map, log):
+def _vocab_rows(checkpoint, available, model_vocab, data_vocab, vocab_map, log):
     """None when the vocabularies are the same; else the row map (see init_from_checkpoint)."""
     ckpt_rows = (available.get(VOCAB_ROWS[0]) or [None])[0]
     if ckpt_rows is None:
         return None   # load_weights reports the missing embeddings
-    theirs = vocab_beside(prefix)
+    prefix, theirs = checkpoint.prefix, checkpoint.vocab_path
     ours = data_vocab.path if data_vocab else None
     advice = ("Build the data with the checkpoint's vocabulary (`launch.build_data --vocab=%s`), or "
               "set --config.init_vocab_map=by_token to copy embedding rows by token string (tokens "

@@ -20,11 +20,14 @@
 here have no vocab/: export then takes it from the data directory the run's config names.
 """
 
+import dataclasses
 import os
 import re
 from typing import List, Optional
 
 from storage import fs
+from data_pipeline.tokenizer import VocabRecord
+from pretrain.export_dir import VOCAB_FILES   # the run's copy has the name an export gives it
 
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"
@@ -33,7 +36,6 @@ CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 VOCAB_DIR = "vocab"
 VOCAB_RECORD = "vocab.json"
-VOCAB_FILES = {"wordpiece": "vocab.txt", "sentencepiece": "sentencepiece.model"}
 _CHECKPOINT = re.compile(r"ckpt-(\d+)\.index$")
 
 
@@ -103,13 +105,13 @@ class RunDir:
     def vocab_record(self) -> str:
         return fs.join(self.workdir, VOCAB_DIR, VOCAB_RECORD)
 
-    def copy_vocab(self, vocab) -> str:
-        """Copies the data's vocabulary (a `manifest.Vocab`) into the run, checked by sha256;
+    def copy_vocab(self, vocab: VocabRecord) -> str:
+        """Copies the data's vocabulary (its manifest's record) into the run, checked by sha256;
         returns the copy's path. A run that already holds it keeps it."""
         name = VOCAB_FILES[vocab.kind]
         target = fs.join(self.workdir, VOCAB_DIR, name)
         if fs.exists(self.vocab_record) and fs.exists(target):
-            if fs.read_json(self.vocab_record).get("sha256") == vocab.sha256:
+            if self.vocab().sha256 == vocab.sha256:
                 return target
         if not fs.exists(vocab.path):
             raise FileNotFoundError("the data's vocabulary %s does not exist here; it is copied into "
@@ -120,16 +122,17 @@ class RunDir:
                              % vocab.path)
         fs.makedirs(fs.join(self.workdir, VOCAB_DIR))
         fs.copy(vocab.path, target)
-        fs.write_json_atomic(self.vocab_record, dict(vocab.to_dict(), file=name, source_path=vocab.path))
+        fs.write_json_atomic(self.vocab_record,
+                             dataclasses.replace(vocab, file=name, source_path=vocab.path).to_dict())
         return target
 
-    def vocab(self) -> Optional[dict]:
+    def vocab(self) -> Optional[VocabRecord]:
         """The vocabulary record copied at the start of the run, with `path` pointing at the copy;
         None for runs from before copies were made."""
         if not fs.exists(self.vocab_record):
             return None
-        record = fs.read_json(self.vocab_record)
-        return dict(record, path=fs.join(self.workdir, VOCAB_DIR, record["file"]))
+        record = VocabRecord.from_dict(fs.read_json(self.vocab_record))
+        return dataclasses.replace(record, path=fs.join(self.workdir, VOCAB_DIR, record.file))
 
     # ------------------------------------------------------------------------------ metrics
 

@@ -11,6 +11,7 @@ import pytest
 from data_pipeline import builder, loader, sources
 from data_pipeline.instances import InstanceConfig
 from data_pipeline.manifest import MANIFEST_FILE, Manifest, ManifestError, crc32c_of
+from data_pipeline.tokenizer import VocabRecord, load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,18 @@ def test_the_vocabulary_path_is_recorded_absolute_and_old_relative_ones_still_re
     shutil.copytree(tmp_path / "project" / "vocab", tmp_path / "project" / "data" / "vocab")
     assert Manifest.load("project/data").vocab.path == os.path.join("project/data", "vocab/vocab.txt")
     assert os.path.exists(Manifest.load("project/data").vocab.path)
+
+
+def test_one_vocabulary_record_writes_each_files_keys_and_inverts_the_replacements_once(built):
+    """The data manifest's "vocab" and a run's vocab.json keep their keys, in order; the ids MLM
+    masking draws, stored as their complement, are the tokenizer's."""
+    d = json.load(open(os.path.join(built.data_dir, MANIFEST_FILE)))["vocab"]
+    record = VocabRecord.from_dict(d)
+    assert list(record.to_dict().items()) == list(d.items()) and d["not_random_replacements"]
+    assert record.random_replacement_ids == tuple(load_tokenizer(d["path"]).random_replacement_ids().tolist())
+    assert list(load_tokenizer(d["path"]).describe().to_dict()) == list(d)[:6]   # no replacements
+    copied = dataclasses.replace(record, file="vocab.txt", source_path=d["path"])   # a run's copy
+    assert list(copied.to_dict()) == list(d) + ["file", "source_path"]
+    assert VocabRecord.from_dict(copied.to_dict()) == copied
+    older = {k: v for k, v in d.items() if k != "not_random_replacements"}   # all but specials drawn
+    assert VocabRecord.from_dict(older).to_dict() == dict(older, not_random_replacements=[])

@@ -15,7 +15,7 @@ import tensorflow as tf
 from data_pipeline import sample_corpus
 from downstream import build_transformer_model
 from downstream.adversarial import adversarial_training
-from downstream.backbone import export_files
+from pretrain.export_dir import ExportDir
 from tests.downstream.conftest import SMALL, write_export
 from tests.tf_noise import env_without_log_level, start_up_noise
 
@@ -24,8 +24,8 @@ EPSILON, LR = 0.7, 0.5
 
 
 def classifier(export):
-    files = export_files(export)
-    bert = build_transformer_model(files["config"], files["checkpoint"], with_pool=True)
+    directory = ExportDir(export)
+    bert = build_transformer_model(directory.config_path, directory.prefix, with_pool=True)
     head = keras.layers.Dense(3, activation="softmax", kernel_initializer=keras.initializers.GlorotUniform(0))
     model = keras.Model(bert.inputs, head(bert.output))
     model.compile(keras.optimizers.SGD(LR), "sparse_categorical_crossentropy")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from downstream import build_transformer_model
-from downstream.backbone import export_files
+from pretrain.export_dir import ExportDir
 from downstream.generation import AutoRegressiveDecoder, load_decoder
 from pretrain.google_checkpoint import CheckpointError
 from tests.downstream.conftest import SMALL, write_export
@@ -26,8 +26,8 @@ STRATEGIES = [("greedy", {}), ("beam", dict(beam_size=3)),
 def models(small_export):
     """{application: Keras model}. padding_id=-1: a generated [PAD] (id 0) is a real token to the
     decoder, so the reference must not mask it either."""
-    files = export_files(small_export)
-    return {a: build_transformer_model(files["config"], files["checkpoint"], application=a,
+    directory = ExportDir(small_export)
+    return {a: build_transformer_model(directory.config_path, directory.prefix, application=a,
                                        with_mlm=True, padding_id=-1) for a in ("unilm", "lm")}
 
 
@@ -218,11 +218,11 @@ def test_xla_compiled_loop_gives_the_same_tokens(models, decoders):
 
 
 def test_clear_errors(small_export, decoders, tmp_path):
-    files = export_files(small_export)
-    encoder = build_transformer_model(files["config"], files["checkpoint"], with_mlm=True)
+    directory = ExportDir(small_export)
+    encoder = build_transformer_model(directory.config_path, directory.prefix, with_mlm=True)
     with pytest.raises(ValueError, match="application='encoder' cannot generate"):
         AutoRegressiveDecoder(encoder, end_id=END)
-    no_mlm = build_transformer_model(files["config"], files["checkpoint"], application="unilm")
+    no_mlm = build_transformer_model(directory.config_path, directory.prefix, application="unilm")
     with pytest.raises(ValueError, match="with_mlm=True"):
         AutoRegressiveDecoder(no_mlm, end_id=END)
     with pytest.raises(ValueError, match=r"Input 1: a 8-token prefix plus max_len=35 new tokens needs "

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from downstream import build_transformer_model, load_finetune_tokenizer, sequence_padding
-from downstream.backbone import export_files
+from pretrain.export_dir import ExportDir
 from pretrain.modeling import google_variables
 from tests.export.test_export import real_text_batch, reference_probabilities
 from tests.tolerances import PROBABILITY, UNIT
@@ -21,14 +21,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_unilm_and_lm_applications_match_the_pretraining_masks(trained_run, exported):
-    files = export_files(exported)
-    tokenizer = load_finetune_tokenizer(files["vocab"])
+    directory = ExportDir(exported)
+    tokenizer = load_finetune_tokenizer(directory.vocab_path)
     pairs = [tokenizer.encode("The loader reads shards.", "Masks are drawn per epoch.", maxlen=24),
              tokenizer.encode("数据分片", "动态掩码", maxlen=24)]
     ids, segments = sequence_padding([p[0] for p in pairs]), sequence_padding([p[1] for p in pairs])
     assert segments[0].max() == 1 and segments[0, 0] == 0
     for application, kind in (("unilm", "unilm"), ("lm", "causal"), ("encoder", "bidirectional")):
-        bert = build_transformer_model(files["config"], files["checkpoint"], application=application,
+        bert = build_transformer_model(directory.config_path, directory.prefix, application=application,
                                        with_mlm=True)
         ours = bert.predict([ids, segments], verbose=0)
         np.testing.assert_allclose(ours, reference_probabilities(trained_run[1].model, ids, segments, kind),
@@ -36,19 +36,19 @@ def test_unilm_and_lm_applications_match_the_pretraining_masks(trained_run, expo
 
 
 def test_outputs_follow_bert4keras_conventions(exported):
-    files = export_files(exported)
-    tokenizer = load_finetune_tokenizer(files["vocab"])
+    directory = ExportDir(exported)
+    tokenizer = load_finetune_tokenizer(directory.vocab_path)
     ids, segments = real_text_batch(tokenizer, rows=3)
-    encoder = build_transformer_model(files["config"], files["checkpoint"])
+    encoder = build_transformer_model(directory.config_path, directory.prefix)
     sequence = encoder.predict([ids, segments], verbose=0)
-    pooled = build_transformer_model(files["config"], files["checkpoint"], with_pool=True)
-    both = build_transformer_model(files["config"], files["checkpoint"], with_pool=True, with_mlm="linear")
+    pooled = build_transformer_model(directory.config_path, directory.prefix, with_pool=True)
+    both = build_transformer_model(directory.config_path, directory.prefix, with_pool=True, with_mlm="linear")
     pooled_out, (pooled_again, logits) = pooled.predict([ids, segments], verbose=0), both.predict(
         [ids, segments], verbose=0)
     assert sequence.shape == ids.shape + (32,) and pooled_out.shape == (3, 32)
     np.testing.assert_allclose(pooled_out, np.tanh(sequence[:, 0] @ tf.train.load_variable(
-        files["checkpoint"], "bert/pooler/dense/kernel") + tf.train.load_variable(
-        files["checkpoint"], "bert/pooler/dense/bias")), **UNIT)
+        directory.prefix, "bert/pooler/dense/kernel") + tf.train.load_variable(
+        directory.prefix, "bert/pooler/dense/bias")), **UNIT)
     np.testing.assert_allclose(pooled_again, pooled_out, atol=1e-6)
     assert logits.shape == ids.shape + (2000,) and logits.min() < 0   # "linear": logits, not softmax
     # The heads a model does not output are frozen: fine-tuning would give them no gradient.
@@ -58,15 +58,15 @@ def test_outputs_follow_bert4keras_conventions(exported):
         "cls_predictions_transform_dense/kernel"]
     # keep_tokens (bert4keras's simplified vocabulary): the kept rows, in the given order.
     keep = [0, 1, 2, 3, 4, 500, 42]
-    small = build_transformer_model(files["config"], files["checkpoint"], keep_tokens=keep, with_mlm=True)
+    small = build_transformer_model(directory.config_path, directory.prefix, keep_tokens=keep, with_mlm=True)
     table = google_variables(small.get_layer("bert").bert)["bert/embeddings/word_embeddings"].numpy()
     np.testing.assert_array_equal(table, tf.train.load_variable(
-        files["checkpoint"], "bert/embeddings/word_embeddings")[keep])
+        directory.prefix, "bert/embeddings/word_embeddings")[keep])
     assert small.output.shape[-1] == len(keep)
 
 
 def test_tokenizer_encodes_pairs_like_bert4keras(exported):
-    tokenizer = load_finetune_tokenizer(export_files(exported)["vocab"])
+    tokenizer = load_finetune_tokenizer(ExportDir(exported).vocab_path)
     ids, segments = tokenizer.encode("masking draws new words", "every epoch of training data", maxlen=9)
     tokens = [tokenizer.id_to_token(i) for i in ids]
     assert len(ids) == 9 and tokens[0] == "[CLS]" and tokens.count("[SEP]") == 2 and tokens[-1] == "[SEP]"
@@ -76,10 +76,10 @@ def test_tokenizer_encodes_pairs_like_bert4keras(exported):
 
 
 def test_a_finetuned_model_saves_and_loads_with_keras(exported, tmp_path):
-    files = export_files(exported)
-    bert = build_transformer_model(files["config"], files["checkpoint"], with_pool=True)
+    directory = ExportDir(exported)
+    bert = build_transformer_model(directory.config_path, directory.prefix, with_pool=True)
     model = keras.Model(bert.inputs, keras.layers.Dense(2, activation="softmax")(bert.output))
-    ids, segments = real_text_batch(load_finetune_tokenizer(files["vocab"]), rows=2)
+    ids, segments = real_text_batch(load_finetune_tokenizer(directory.vocab_path), rows=2)
     model.save(tmp_path / "classifier.keras")
     again = keras.models.load_model(tmp_path / "classifier.keras")
     np.testing.assert_allclose(again.predict([ids, segments], verbose=0),

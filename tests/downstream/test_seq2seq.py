@@ -15,7 +15,7 @@ from data_pipeline import sample_corpus
 from launch import common
 from downstream import load_finetune_tokenizer, seq2seq, text_metrics
 from downstream.generation import prefixes
-from downstream.backbone import export_files
+from pretrain.export_dir import ExportDir
 from downstream.seq2seq import Seq2SeqData
 from tests.tf_noise import env_without_log_level, start_up_noise
 
@@ -73,7 +73,7 @@ def test_finetune_cli_on_the_pipeline_export(exported, tmp_path):
         assert all(0.0 <= scores[k] <= 100.0 for k in ("rouge1", "rouge2", "rougeL", "bleu"))
     assert result["lead"]["rouge1"] > 0      # the first words of a document do overlap its first sentence
     name = "bert/embeddings/word_embeddings"
-    before, after = (tf.train.load_variable(export_files(d)["checkpoint"], name) for d in (exported, str(output)))
+    before, after = (tf.train.load_variable(ExportDir(d).prefix, name) for d in (exported, str(output)))
     assert before.shape == after.shape and np.abs(after - before).max() > 1e-4
     manifest = json.load(open(output / "export_manifest.json"))
     assert manifest["run_config"]["settings"]["epochs"] == 1 and "launch.finetune_seq2seq" in \
@@ -128,7 +128,7 @@ def test_bad_input_lines_are_named(tmp_path, exported):
     path.write_text('{"text": "fine"}\n["a list"]\nnot json\n')
     with pytest.raises(ValueError, match=r"in.jsonl:2: a JSON list, not an object"):
         common.read_jsonl(str(path), ("text",))
-    tokenizer = load_finetune_tokenizer(export_files(exported)["vocab"])
+    tokenizer = load_finetune_tokenizer(ExportDir(exported).vocab_path)
     records = [(1, "short"), (4, " ".join(["masking"] * 60))]
     with pytest.raises(ValueError, match=r"in.jsonl:4: the source makes a 62-token prefix; with --max_len=16 "
                                          r"that needs 78 positions, but the model has "
@@ -177,7 +177,7 @@ def test_generate_refuses_bad_flags_input_exports_and_outputs_before_decoding(tm
 
 
 def test_rows_weight_only_target_tokens(exported):
-    tokenizer = load_finetune_tokenizer(export_files(exported)["vocab"])
+    tokenizer = load_finetune_tokenizer(ExportDir(exported).vocab_path)
     data = Seq2SeqData(tokenizer, max_source_len=4, max_target_len=3)
     [ids, segments], targets, weights = data.training_arrays(
         [("the loader reads shards every epoch", "masks are new"), ("数据", "分片很好")])

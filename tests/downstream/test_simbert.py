@@ -6,7 +6,7 @@ import pytest
 
 from data_pipeline import sample_corpus
 from downstream import build_transformer_model, load_finetune_tokenizer
-from downstream.backbone import export_files
+from pretrain.export_dir import ExportDir
 from downstream.simbert import SimBERT
 from tests.tolerances import UNIT
 
@@ -20,9 +20,10 @@ def simbert(word_export):
 
 
 def test_vectors_are_normalised_pooled_outputs_independent_of_padding(simbert, word_export):
-    files = export_files(word_export)
-    tokenizer = load_finetune_tokenizer(files["vocab"])
-    pooled = build_transformer_model(files["config"], files["checkpoint"], application="unilm", with_pool=True)
+    directory = ExportDir(word_export)
+    tokenizer = load_finetune_tokenizer(directory.vocab_path)
+    pooled = build_transformer_model(directory.config_path, directory.prefix, application="unilm",
+                                     with_pool=True)
     vectors = simbert.encode(TEXTS, batch_size=3)          # batches of mixed lengths, padded
     assert vectors.shape == (len(TEXTS), 32)
     for text, vector in zip(TEXTS, vectors):
@@ -34,8 +35,8 @@ def test_vectors_are_normalised_pooled_outputs_independent_of_padding(simbert, w
 
 def test_linear_pooler_for_the_simbert_release(simbert, word_export):
     linear = SimBERT.from_export(word_export, pooler="linear")
-    files = export_files(word_export)
-    sequence = build_transformer_model(files["config"], files["checkpoint"], application="unilm")
+    directory = ExportDir(word_export)
+    sequence = build_transformer_model(directory.config_path, directory.prefix, application="unilm")
     ids = np.array([linear.tokenizer.encode(TEXTS[0], maxlen=32)[0]])
     cls = np.asarray(sequence([ids, np.zeros_like(ids)]))[0, 0]
     kernel, bias = (linear.bert.pooler.kernel.numpy(), linear.bert.pooler.bias.numpy())

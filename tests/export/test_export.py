@@ -15,7 +15,7 @@ import tensorflow as tf
 from data_pipeline import sample_corpus
 from downstream import build_transformer_model, load_finetune_tokenizer, sequence_padding
 from pretrain import export
-from downstream.backbone import export_files
+from pretrain.export_dir import ExportDir
 from pretrain.google_checkpoint import CheckpointError, write_checkpoint
 from pretrain.modeling import BertConfig, attention_bias, build_model, google_variables
 from pretrain.trainer import Trainer
@@ -71,9 +71,9 @@ def test_round_trip_gives_identical_mlm_probabilities_on_real_text(trained_run, 
     reader = tf.train.load_checkpoint(os.path.join(exported, "bert_model.ckpt"))
     for name, variable in google_variables(trainer.model).items():   # the trained weights, exactly
         np.testing.assert_array_equal(reader.get_tensor(name), variable.numpy(), err_msg=name)
-    files = export_files(exported)
-    bert = build_transformer_model(files["config"], files["checkpoint"], with_mlm=True)
-    tokenizer = load_finetune_tokenizer(files["vocab"])
+    directory = ExportDir(exported)
+    bert = build_transformer_model(directory.config_path, directory.prefix, with_mlm=True)
+    tokenizer = load_finetune_tokenizer(directory.vocab_path)
     ids, segments = real_text_batch(tokenizer)
     assert (ids == 0).any() and (ids == tokenizer.special_ids.sep).any()   # padding and [SEP] inside
     ours = bert.predict([ids, segments], verbose=0)
@@ -113,7 +113,7 @@ def test_ema_weights_are_exported(trained_run, mlm_data, tmp_path):
     c.optimizer.ema_decay = 0.5
     trainer = Trainer(c, str(tmp_path / "run"), progress=False)
     trainer.train()
-    assert export.export(str(tmp_path / "run"), str(tmp_path / "ema"), ema=True)["source"]["ema"]
+    assert export.export(str(tmp_path / "run"), str(tmp_path / "ema"), ema=True).source["ema"]
     shadow_of = {id(v): a for v, a in zip(trainer.model.trainable_variables, trainer.state.ema.averages)}
     reader = tf.train.load_checkpoint(str(tmp_path / "ema" / "bert_model.ckpt"))
     for name, variable in google_variables(trainer.model).items():
@@ -140,20 +140,20 @@ def test_nsp_head_and_factorized_embeddings_export_and_load(trained_run, tmp_pat
                                      step=tf.Variable(7, dtype=tf.int64))
     tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints"), 1).save(7)
     manifest = export.export(str(workdir), str(tmp_path / "out"))
-    assert manifest["heads"]["nsp"] == with_nsp and manifest["source"]["step"] == 7
-    files = export_files(str(tmp_path / "out"))
-    shapes = tf.train.load_checkpoint(files["checkpoint"]).get_variable_to_shape_map()
+    assert manifest.heads["nsp"] == with_nsp and manifest.source["step"] == 7
+    directory = ExportDir(str(tmp_path / "out"))
+    shapes = tf.train.load_checkpoint(directory.prefix).get_variable_to_shape_map()
     assert shapes.get("cls/seq_relationship/output_weights") == ([2, 32] if with_nsp else None)
     if embedding_size:
-        assert json.loads(open(files["config"]).read())["embedding_size"] == 16
+        assert json.loads(open(directory.config_path).read())["embedding_size"] == 16
         assert shapes["bert/embeddings/word_embeddings"] == [2000, 16]
         assert shapes["bert/encoder/embedding_hidden_mapping_in/kernel"] == [16, 32]
         assert shapes["cls/predictions/transform/dense/kernel"] == [32, 16]
     for name, variable in google_variables(model).items():
-        np.testing.assert_array_equal(tf.train.load_variable(files["checkpoint"], name), variable.numpy(),
+        np.testing.assert_array_equal(tf.train.load_variable(directory.prefix, name), variable.numpy(),
                                       err_msg=name)
-    bert = build_transformer_model(files["config"], files["checkpoint"], with_mlm=True, with_nsp=with_nsp)
-    ids, segments = real_text_batch(load_finetune_tokenizer(files["vocab"]), rows=4)
+    bert = build_transformer_model(directory.config_path, directory.prefix, with_mlm=True, with_nsp=with_nsp)
+    ids, segments = real_text_batch(load_finetune_tokenizer(directory.vocab_path), rows=4)
     outputs = bert.predict([ids, segments], verbose=0)
     np.testing.assert_allclose(outputs[1] if with_nsp else outputs,
                                reference_probabilities(model, ids, segments), **PROBABILITY)
@@ -194,14 +194,14 @@ def test_corrupt_or_truncated_training_checkpoints_are_refused(trained_run, tmp_
 def test_corrupt_or_truncated_exports_are_refused_by_the_loader(exported, tmp_path):
     broken = tmp_path / "export"
     shutil.copytree(exported, broken)
-    files = export_files(str(broken))
+    directory = ExportDir(str(broken))
     data = broken / "bert_model.ckpt.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="truncated or corrupt: reading"):
-        build_transformer_model(files["config"], files["checkpoint"])
+        build_transformer_model(directory.config_path, directory.prefix)
     (broken / "bert_model.ckpt.index").write_bytes(b"\0" * 10)
     with pytest.raises(CheckpointError, match="Cannot open checkpoint"):
-        build_transformer_model(files["config"], files["checkpoint"])
+        build_transformer_model(directory.config_path, directory.prefix)
 
 
 def test_config_and_checkpoint_shape_mismatch(trained_run, exported, tmp_path):
@@ -233,7 +233,7 @@ def test_an_export_needs_nothing_but_the_run_directory(trained_run, mlm_data, tm
     run["data"]["train_dir"] = str(tmp_path / "deleted")
     (workdir / "config.json").write_text(json.dumps(run))
     manifest = export.export(str(workdir), str(tmp_path / "out"))
-    assert manifest["vocab"]["source_path"] == str(workdir / "vocab" / "vocab.txt")
+    assert manifest.vocab.source_path == str(workdir / "vocab" / "vocab.txt")
     assert (tmp_path / "out" / "vocab.txt").read_bytes() == (workdir / "vocab" / "vocab.txt").read_bytes()
 
 
@@ -264,7 +264,7 @@ def test_an_output_holding_something_else_is_refused(trained_run, exported, tmp_
     workdir = trained_run[0]
     index = os.path.join(exported, "bert_model.ckpt.index")
     before = os.stat(index).st_mtime_ns
-    assert export.export(workdir, exported)["source"]["step"] == 4          # same export: nothing to do
+    assert export.export(workdir, exported).source["step"] == 4          # same export: nothing to do
     assert os.stat(index).st_mtime_ns == before
     with pytest.raises(export.ExportError, match="already holds a different export \\(step 4"):
         export.export(workdir, exported, step=2)
@@ -274,7 +274,7 @@ def test_an_output_holding_something_else_is_refused(trained_run, exported, tmp_
         export.export(workdir, str(tmp_path / "busy"))
     assert os.listdir(tmp_path / "busy") == ["notes.txt"]
     (tmp_path / "empty").mkdir()
-    assert export.export(workdir, str(tmp_path / "empty"), step=2)["source"]["step"] == 2
+    assert export.export(workdir, str(tmp_path / "empty"), step=2).source["step"] == 2
     assert sorted(os.listdir(tmp_path)) == ["busy", "empty"]   # no staging directory left
 
 

@@ -14,7 +14,7 @@ import pytest
 from downstream import build_transformer_model
 from pretrain import export
 from storage import gcs
-from downstream.backbone import export_files
+from pretrain.export_dir import ExportDir
 
 BUCKET = "gs://test-bucket"
 
@@ -46,14 +46,14 @@ def test_export_to_gcs_is_verified_complete_and_loads(trained_run, exported, gcs
     assert max(blobs.values(), key=lambda b: b.generation).name.endswith("export_manifest.json")
     downloaded = tmp_path / "export"
     gcs.download_directory(url, str(downloaded))   # CRC32C checked again on the way back
-    for name, info in manifest["files"].items():
+    for name, info in manifest.files.items():
         assert hashlib.sha256((downloaded / name).read_bytes()).hexdigest() == info["sha256"]
         if name != "export_manifest.json":   # the same bytes as the local export of this step
             assert (downloaded / name).read_bytes() == open(os.path.join(exported, name), "rb").read()
-    files = export_files(str(downloaded))
-    bert = build_transformer_model(files["config"], files["checkpoint"], with_pool=True)
+    directory = ExportDir(str(downloaded))
+    bert = build_transformer_model(directory.config_path, directory.prefix, with_pool=True)
     assert np.isfinite(bert.predict([np.array([[2, 10, 3]]), np.zeros((1, 3), np.int32)], verbose=0)).all()
-    assert export.export(trained_run[0], url)["created"] == manifest["created"]   # unchanged
+    assert export.export(trained_run[0], url).created == manifest.created   # unchanged
     with pytest.raises(export.ExportError, match="already holds a different export"):
         export.export(trained_run[0], url, step=2)
 

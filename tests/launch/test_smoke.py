@@ -56,12 +56,13 @@ def test_build_train_with_xla_resume_export_and_load(corpus_dir, tmp_path):
     assert manifest["source"]["step"] == 6
 
     from downstream import build_transformer_model, load_finetune_tokenizer
-    from downstream.backbone import export_files
+    from pretrain.export_dir import ExportDir
 
-    files = export_files(str(export))
-    vocab_size = json.load(open(files["config"]))["vocab_size"]
-    model = build_transformer_model(files["config"], files["checkpoint"], with_mlm=True)
-    token_ids, segment_ids = load_finetune_tokenizer(files["vocab"]).encode("the data pipeline builds shards")
+    directory = ExportDir(str(export))
+    vocab_size = json.load(open(directory.config_path))["vocab_size"]
+    model = build_transformer_model(directory.config_path, directory.prefix, with_mlm=True)
+    tokenizer = load_finetune_tokenizer(directory.vocab_path)
+    token_ids, segment_ids = tokenizer.encode("the data pipeline builds shards")
     probabilities = model.predict([np.array([token_ids]), np.array([segment_ids])], verbose=0)
     assert probabilities.shape == (1, len(token_ids), vocab_size)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-4)
