@@ -115,7 +115,7 @@ def build_transformer_model(config_path: str, checkpoint_path: Optional[str] = N
     if not return_keras_model:
         raise ValueError("return_keras_model=False (bert4keras's Transformer object) is not provided; "
                          "use the returned keras.Model (model.inputs, model.output).")
-    config = google_checkpoint.read_config(config_path).to_dict()
+    config = google_checkpoint.read_bert_config(config_path).to_dict()
     if keep_tokens is not None:
         config["vocab_size"] = len(keep_tokens)
     token_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Token")
@@ -157,7 +157,7 @@ def check_positions(files: dict, tokens: int, what: str):
     """A ValueError unless rows of `tokens` tokens (`what` makes them: e.g. "--max_len=128") fit the
     max_position_embeddings of the export whose `export_files` are `files`: checked before a model
     is built, instead of an error from inside Keras."""
-    positions = google_checkpoint.read_config(files["config"]).max_position_embeddings
+    positions = google_checkpoint.read_bert_config(files["config"]).max_position_embeddings
     if tokens > positions:
         raise ValueError("%s exceed the model's max_position_embeddings=%d (%s); lower them."
                          % (what, positions, files["config"]))

@@ -148,7 +148,7 @@ def export_model(model, output: str, vocab: str, task: str, source: dict, metric
 # ---------------------------------------------------------------------------------- the run
 
 def read_run_config(rundir: RunDir) -> dict:
-    run = rundir.read_config()
+    run = rundir.read_run_config()
     if run is None:
         raise ExportError("%s has no config.json: is it a pretraining run directory (the --workdir "
                           "of `python -m launch.pretrain`)?" % rundir.workdir)

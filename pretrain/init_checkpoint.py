@@ -16,7 +16,7 @@ import numpy as np
 from storage import fs
 from data_pipeline.tokenizer import VocabError, load_tokenizer
 from pretrain.google_checkpoint import (BERT_CONFIG, VOCAB_ROWS, CheckpointError, load_weights,
-                                        open_reader, read_config, resolve, vocab_beside)
+                                        open_reader, read_bert_config, resolve, vocab_beside)
 
 # Fields a checkpoint fixes (vocab_size is checked with the vocabulary itself).
 _ARCHITECTURE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -58,7 +58,7 @@ def _check_architecture(prefix, config, log):
         log("init_checkpoint: no %s beside %s; only the variable shapes are checked (not "
             "num_attention_heads or hidden_act)." % (BERT_CONFIG, prefix))
         return
-    theirs = read_config(path)
+    theirs = read_bert_config(path)
     differ = []
     for field in _ARCHITECTURE:
         a, b = getattr(config, field), getattr(theirs, field)

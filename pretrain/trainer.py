@@ -33,7 +33,7 @@ import tensorflow as tf
 from data_pipeline import loader
 from data_pipeline.manifest import ManifestError
 from pretrain import distribute, objectives, run_config
-from pretrain.checkpoints import Checkpoints, CheckpointsError
+from pretrain.checkpoints import Checkpoints, RunCheckpointError
 from pretrain.modeling import BertConfig
 from pretrain.reporting import Reporter, summarise
 from pretrain.rundir import RunDir
@@ -126,7 +126,7 @@ class Trainer:
                 loader.check_pair_batching(c.train.global_batch_size, replicas, k)
             except ManifestError as e:
                 raise TrainError(str(e))
-        previous = self.rundir.read_config()
+        previous = self.rundir.read_run_config()
         if previous is not None:
             resolved = self.resolved_config()
             changed = [k for k in _RUN_IDENTITY if _identity(previous, k) != _identity(resolved, k)]
@@ -199,7 +199,7 @@ class Trainer:
         with_data = not self.skipped_shards
         try:
             restored = self.checkpoints.restore(with_data=with_data)
-        except CheckpointsError as e:
+        except RunCheckpointError as e:
             raise TrainError(str(e))
         if restored is not None:
             if not with_data:   # the file list changed: a fresh stream, at the next epoch
@@ -321,7 +321,7 @@ class Trainer:
         c = self.c.train
         started = time.time()
         if self.info.is_chief:
-            self.rundir.write_config(self.resolved_config())
+            self.rundir.write_run_config(self.resolved_config())
             recorded = self.rundir.data_build()
             if recorded is None or recorded.get("fingerprint") != self.manifest.fingerprint:
                 self.rundir.write_data_build(self.manifest)
@@ -387,7 +387,7 @@ class Trainer:
         self._check_data_build()
         try:
             return self.checkpoints.save(int(self.step.numpy()), self.model.weights)
-        except CheckpointsError as e:
+        except RunCheckpointError as e:
             raise TrainError(str(e))
 
     def _check_data_build(self):
