@@ -39,7 +39,7 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from data_pipeline.manifest import Manifest, ManifestError
 from data_pipeline.tokenizer import VocabError, load_tokenizer
-from pretrain import google_checkpoint, updates
+from pretrain import google_checkpoint, objectives, updates
 from pretrain.google_checkpoint import BERT_CONFIG, CHECKPOINT, EXPORT_MANIFEST, CheckpointError
 from pretrain.modeling import BertConfig, build_model, google_variables
 from pretrain.rundir import VOCAB_FILES, RunDir
@@ -92,7 +92,7 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
     staging = _staging_dir(output)
     try:
         values, heads = restore_weights(checkpoint, config, ema)
-        heads["pooler_trained"] = heads["nsp"] or run.get("task") == "simbert"
+        heads["pooler_trained"] = objectives.pooler_trains(run.get("task"), heads["nsp"])
         manifest = _write(staging, values, config, vocab_info, heads, run, source,
                           _metrics(rundir, source["step"]))
         _publish(staging, output)
