@@ -116,7 +116,7 @@ def build_transformer_model(config_path: str, checkpoint_path: Optional[str] = N
     if not return_keras_model:
         raise ValueError("return_keras_model=False (bert4keras's Transformer object) is not provided; "
                          "use the returned keras.Model (model.inputs, model.output).")
-    config = google_checkpoint.read_config(config_path).to_dict()
+    config = google_checkpoint.read_bert_config(config_path).to_dict()
     if keep_tokens is not None:
         config["vocab_size"] = len(keep_tokens)
     token_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Token")

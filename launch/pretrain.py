@@ -35,29 +35,28 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress output
-    c = FLAGS.config
     # Everything that can be checked without TensorFlow is, first: a typo fails in a second.
     from pretrain import run_config
     try:
-        run_config.check(c)
+        config = run_config.parse(FLAGS.config)
     except run_config.ConfigError as e:
         print("pretrain: error: %s" % e, file=sys.stderr)
         return 2
     from data_pipeline.manifest import Manifest, ManifestError
-    if not c.data.train_dir:
+    if not config.data.train_dir:
         print("pretrain: error: config.data.train_dir is empty: pass "
               "--config.data.train_dir=<a directory built by launch.build_data>.", file=sys.stderr)
         return 2
-    if not fs.is_remote(c.data.train_dir):
+    if not fs.is_remote(config.data.train_dir):
         try:
-            Manifest.load(c.data.train_dir)
+            Manifest.load(config.data.train_dir)
         except ManifestError as e:
             print("pretrain: error: %s" % e, file=sys.stderr)
             return 2
     if FLAGS.preflight:
         from storage import gcs
         try:
-            gcs.preflight(read=[p for p in (c.data.train_dir, c.get("init_checkpoint")) if p],
+            gcs.preflight(read=[p for p in (config.data.train_dir, config.init_checkpoint) if p],
                           write=[FLAGS.workdir])
         except gcs.GcsError as e:
             print("pretrain: error: %s" % e, file=sys.stderr)
@@ -77,14 +76,14 @@ def main(argv):
                   file=sys.stderr)
             return 2
     try:
-        return _train(c, lock)
+        return _train(config, lock)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(c, lock):
-    if c.distribute.name == "tpu" and c.distribute.tpu not in ("", "local"):
+def _train(config, lock):
+    if config.distribute.name == "tpu" and config.distribute.tpu not in ("", "local"):
         # A pod slice, driven from worker 0: this client must not take the local chips, which the
         # host's TPU runtime serves to the whole slice. TensorFlow reads this when it loads libtpu.
         os.environ.setdefault("TPU_LOAD_LIBRARY", "0")
@@ -94,7 +93,7 @@ def _train(c, lock):
     from pretrain.trainer import TrainError, Trainer
 
     try:
-        trainer = Trainer(c, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change,
+        trainer = Trainer(config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change,
                           progress=FLAGS.progress, lock=lock)
         if trainer.info.is_chief:
             common.record_command(FLAGS.workdir, "launch.pretrain")

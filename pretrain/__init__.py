@@ -5,7 +5,9 @@ loop on `tf.distribute`, checkpoints, and the export it writes (Google's checkpo
     python -m launch.export --workdir=runs/base --output=exports/base          # export
 
 The modules, in the order a step meets them:
-    run_config       checks a config (fields, types, choices) before TensorFlow loads
+    run_config       the config's fields, their defaults and checks (typed sections), checked
+                     before TensorFlow loads
+    choices          the names a config chooses among (tasks, optimizers, ...), TF-free
     distribute       the tf.distribute strategy for a cluster (TPU, multi-worker, mirrored, one device)
     train_data       the run's input: the data build's shards through `data_pipeline.loader`
     modeling         BertConfig and the network (embeddings, encoder, pooler, MLM and NSP heads)

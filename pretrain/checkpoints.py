@@ -21,11 +21,24 @@ from storage import fs
 _READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, KeyError, AssertionError)
 
 
-class CheckpointsError(RuntimeError):
-    """No checkpoint of the run can be restored, or one does not fit this run's layout."""
+class RunCheckpointError(RuntimeError):
+    """A checkpoint of the run's own (its checkpoints/ directory) that cannot be restored, does
+    not fit this run's layout, or cannot be saved. A bad Google-layout checkpoint (an export,
+    an init_checkpoint) is a `google_checkpoint.CheckpointError` instead."""
 
 
 class Checkpoints:
+    """The checkpoints of one run, for one worker: it owns the `tf.train.Checkpoint` of the
+    training state (`objects`: model, optimizer, counters, EMA and the data position), its
+    `CheckpointManager` (the chief's in the run directory, another worker's in a temporary
+    directory), this worker's own data positions (data.worker_split="files"), and the steps found
+    unreadable at restore.
+
+    Lifecycle: built once the state exists (`Trainer`), before any step; `restore()` once, at
+    the start of training; `save(step, weights)` at each checkpoint step and when the run stops;
+    `close()` at the end, which removes a non-chief worker's temporary directory.
+    """
+
     def __init__(self, rundir, objects: dict, iterator, info, shared_stream: bool, keep: int, log):
         self.rundir, self.info, self.log = rundir, info, log
         self.objects = objects                      # what a checkpoint holds, data position included
@@ -68,7 +81,7 @@ class Checkpoints:
                 continue
             return step
         if steps:
-            raise CheckpointsError(
+            raise RunCheckpointError(
                 "None of the checkpoints in %s can be read (%s). Their files are kept; move the "
                 "checkpoints directory aside to start over." % (self.rundir.checkpoints, "; ".join(
                     "ckpt-%d: %s" % (s, self.unreadable[s]) for s in sorted(self.unreadable))))
@@ -85,14 +98,14 @@ class Checkpoints:
         if not with_data:
             return
         if self.data_manager and not fs.exists(self._own_data_path(path) + ".index"):
-            raise CheckpointsError(
+            raise RunCheckpointError(
                 "%s has no data position for worker %d of %d (found: %s). With "
                 "data.worker_split='files' each worker saves its own, so a run resumes with the "
                 "number of workers that wrote it; data.worker_split='rows' resumes with any number."
                 % (path, self.info.task_id, self.info.num_workers, ", ".join(saved_by) or
                    "one shared stream: the run was written by one worker or with worker_split='rows'"))
         if not self.data_manager and saved_by:
-            raise CheckpointsError("%s was written by workers reading their own files (%s, "
+            raise RunCheckpointError("%s was written by workers reading their own files (%s, "
                                    "data.worker_split='files'): resume it with that many workers."
                                    % (path, ", ".join(saved_by)))
 
@@ -102,7 +115,7 @@ class Checkpoints:
         """Saves the state at `step` (once per step); refuses a model with non-finite weights."""
         finite = all(bool(tf.reduce_all(tf.math.is_finite(v.value))) for v in weights)
         if not finite:
-            raise CheckpointsError("The model has non-finite weights at step %d; not checkpointing "
+            raise RunCheckpointError("The model has non-finite weights at step %d; not checkpointing "
                                    "it. The last finite checkpoint is in %s." % (step, self.directory))
         latest = self.manager.latest_checkpoint
         if latest and latest.endswith("-%d" % step) and step not in self.unreadable:
@@ -116,7 +129,7 @@ class Checkpoints:
         except (tf.errors.OpError, OSError) as e:
             self._remove_partial(step)   # a full disk must not stay full of half a checkpoint
             before = [s for s in self.rundir.checkpoint_steps() if s < step]
-            raise CheckpointsError(
+            raise RunCheckpointError(
                 "cannot save the checkpoint of step %d in %s (%s); its partial files were removed. "
                 "Free space (or fix the permissions) and re-run the same command: it resumes from %s."
                 % (step, self.directory, _first_line(e),
@@ -155,6 +168,8 @@ class Checkpoints:
             shutil.rmtree(self.temporary, ignore_errors=True)
 
 
-def _first_line(e):
+def _first_line(e, limit=300):
+    """The first line of an error's message, cut at `limit` characters so that a long one does
+    not swamp the one-line message it goes into."""
     text = (getattr(e, "message", None) or str(e)).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+    return (text.splitlines()[0] if text else type(e).__name__)[:limit]

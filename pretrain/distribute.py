@@ -18,7 +18,10 @@ from typing import Optional
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+from pretrain import choices, run_config
+
+STRATEGIES = choices.STRATEGIES   # the names above; the config's distribute.name
+_DEFAULTS = run_config.DistributeConfig()
 
 
 class StrategyError(RuntimeError):
@@ -71,7 +74,10 @@ def parse_tf_config():
     return tf_config
 
 
-def make_strategy(name="default", device=None, devices=None, tpu=None):
+def make_strategy(name=_DEFAULTS.name, device=_DEFAULTS.device, devices=_DEFAULTS.devices,
+                  tpu=_DEFAULTS.tpu):
+    """The strategy of a config's `distribute` section (`make_strategy(**fields)`); an empty
+    device is /cpu:0, empty devices every local GPU."""
     if name not in STRATEGIES:
         raise StrategyError("Unknown strategy %r (one of %s)" % (name, ", ".join(STRATEGIES)))
     tasks = sum(len(hosts) for hosts in parse_tf_config().get("cluster", {}).values())

@@ -39,7 +39,7 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from data_pipeline.manifest import Manifest, ManifestError
 from data_pipeline.tokenizer import VocabError, load_tokenizer
-from pretrain import google_checkpoint, updates
+from pretrain import google_checkpoint, objectives, updates
 from pretrain.export_dir import BERT_CONFIG, CHECKPOINT, EXPORT_MANIFEST, VOCAB_FILES, ExportManifest
 from pretrain.google_checkpoint import CheckpointError
 from pretrain.modeling import BertConfig, build_model, google_variables
@@ -92,7 +92,7 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
     staging = _staging_dir(output)
     try:
         values, heads = restore_weights(checkpoint, config, ema)
-        heads["pooler_trained"] = heads["nsp"] or run.get("task") == "simbert"
+        heads["pooler_trained"] = objectives.pooler_trains(run.get("task"), heads["nsp"])
         manifest = _write(staging, values, config, vocab_info, heads, run, source,
                           _metrics(rundir, source["step"]))
         _publish(staging, output)
@@ -148,7 +148,7 @@ def export_model(model, output: str, vocab: str, task: str, source: dict, metric
 # ---------------------------------------------------------------------------------- the run
 
 def read_run_config(rundir: RunDir) -> dict:
-    run = rundir.read_config()
+    run = rundir.read_run_config()
     if run is None:
         raise ExportError("%s has no config.json: is it a pretraining run directory (the --workdir "
                           "of `python -m launch.pretrain`)?" % rundir.workdir)

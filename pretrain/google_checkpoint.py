@@ -52,7 +52,7 @@ def write_checkpoint(values: dict, prefix: str):
 
 # ---------------------------------------------------------------------------------- reading
 
-def read_config(path: str) -> BertConfig:
+def read_bert_config(path: str) -> BertConfig:
     """A bert_config.json (Google's keys; unknown keys such as `directionality` are ignored)."""
     if not fs.exists(path):
         raise CheckpointError("Config %s does not exist (expected a Google bert_config.json)." % path)

@@ -24,6 +24,8 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from pretrain import choices
+
 LAYER_NORM_EPSILON = 1e-12
 _NEG = -1e9
 
@@ -69,6 +71,7 @@ class BertConfig:
         return d
 
 
+ACTIVATIONS = choices.ACTIVATIONS   # hidden_act: the names _ACTIVATIONS implements
 _ACTIVATIONS = {
     "gelu": lambda x: tf.nn.gelu(x, approximate=False),   # Google's "gelu" is the exact erf form
     "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),

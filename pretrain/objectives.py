@@ -17,11 +17,13 @@ Tasks:
 
 import tensorflow as tf
 
+from pretrain import choices
 from pretrain.modeling import attention_bias
 
-TASKS = ("mlm", "unilm", "lm", "simbert")
+TASKS = choices.TASKS   # the tasks implemented here (the config's `task`)
 MASK_KIND = {"mlm": "bidirectional", "unilm": "unilm", "simbert": "unilm", "lm": "causal"}
 SIMILARITY_SCALE = 30.0
+_POOLED = ("nsp", "similarity")   # the losses computed from the pooled [CLS] vector
 _EXCLUDED = -1e12
 
 
@@ -32,6 +34,13 @@ def loss_names(task, with_nsp):
     if task == "simbert":
         return ("seq2seq", "similarity")
     return ("seq2seq",)
+
+
+def pooler_trains(task, with_nsp):
+    """Whether a run trains the pooler: only NSP/SOP and SimBERT's similarity loss read the pooled
+    [CLS] vector. Otherwise it has no gradient: the train step leaves it out of the updates (it
+    keeps its initial values) and the export records it untrained (heads.pooler_trained)."""
+    return any(name in _POOLED for name in loss_names(task, with_nsp))
 
 
 def metric_names(task, with_nsp):

@@ -18,8 +18,9 @@ Wrappers (any Keras optimizer inside; they compose, e.g. Lookahead(ScaledLR(Lamb
 Each updates the same way through the trainer's `updates.apply_update`, Keras's `apply_gradients`
 and `model.fit`, and is Keras-serializable (get_config / from_config, `keras.optimizers.serialize`).
 
-`build_optimizer(config.optimizer, total_steps)` builds all of it from a config, with a schedule
-from `schedules` (the update step around it is in `updates`).
+`build_optimizer(config.optimizer, total_steps)` builds all of it from a config's typed section
+(`run_config.OptimizerConfig`), with a schedule from `schedules` (the update step around it is in
+`updates`). The base optimizers are `choices.OPTIMIZERS`.
 """
 
 import re
@@ -30,10 +31,12 @@ import keras
 import tensorflow as tf
 
 from pretrain import run_config
+from pretrain.choices import DECOUPLED, OPTIMIZERS
 from pretrain.schedules import build_schedule
 
-DEFAULT_EXCLUDE = ("LayerNorm", "bias")
-BASES = ("adamw", "lamb", "adam", "sgd")
+# The constructors' defaults are the config's (run_config.OptimizerConfig), so that a direct call
+# and a run from configs/base.py build the same optimizer.
+_DEFAULTS = run_config.OptimizerConfig()
 
 
 def _matches(patterns, path):
@@ -133,9 +136,10 @@ class _Decoupled(keras.optimizers.Optimizer):
 
 @keras.saving.register_keras_serializable(package="pretrain")
 class AdamW(_Decoupled):
-    def __init__(self, learning_rate=1e-4, weight_decay=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
-                 exclude_from_weight_decay=DEFAULT_EXCLUDE, bias_correction=True, lazy=(),
-                 name="adamw", **kw):
+    def __init__(self, learning_rate=_DEFAULTS.learning_rate, weight_decay=_DEFAULTS.weight_decay,
+                 beta_1=_DEFAULTS.beta_1, beta_2=_DEFAULTS.beta_2, epsilon=_DEFAULTS.epsilon,
+                 exclude_from_weight_decay=_DEFAULTS.exclude_from_weight_decay,
+                 bias_correction=_DEFAULTS.bias_correction, lazy=_DEFAULTS.lazy, name="adamw", **kw):
         super().__init__(learning_rate, weight_decay, beta_1, beta_2, epsilon,
                          exclude_from_weight_decay, lazy, name, **kw)
         self._bias_correction = bias_correction
@@ -148,9 +152,12 @@ class AdamW(_Decoupled):
 class Lamb(_Decoupled):
     _bias_correction = True
 
-    def __init__(self, learning_rate=1e-3, weight_decay=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
-                 exclude_from_weight_decay=DEFAULT_EXCLUDE, exclude_from_layer_adaptation=DEFAULT_EXCLUDE,
-                 lazy=(), name="lamb", **kw):
+    # learning_rate: the config's 1e-4 (a direct call defaulted to 1e-3 before; runs set it).
+    def __init__(self, learning_rate=_DEFAULTS.learning_rate, weight_decay=_DEFAULTS.weight_decay,
+                 beta_1=_DEFAULTS.beta_1, beta_2=_DEFAULTS.beta_2, epsilon=_DEFAULTS.epsilon,
+                 exclude_from_weight_decay=_DEFAULTS.exclude_from_weight_decay,
+                 exclude_from_layer_adaptation=_DEFAULTS.exclude_from_layer_adaptation,
+                 lazy=_DEFAULTS.lazy, name="lamb", **kw):
         super().__init__(learning_rate, weight_decay, beta_1, beta_2, epsilon,
                          exclude_from_weight_decay, lazy, name, **kw)
         self.exclude_adaptation = tuple(exclude_from_layer_adaptation)
@@ -171,10 +178,15 @@ class Lamb(_Decoupled):
         if not flags["adapt"]:
             return 1.0
         w_norm, u_norm = tf.norm(variable), tf.norm(update)
-        return tf.where((w_norm > 0) & (u_norm > 0), w_norm / tf.maximum(u_norm, 1e-30), 1.0)
+        # tf.where computes both branches: the floor keeps the discarded one finite when u_norm
+        # is 0, so no inf or NaN is computed at all (tf.debugging.enable_check_numerics stays quiet).
+        return tf.where((w_norm > 0) & (u_norm > 0), w_norm / tf.maximum(u_norm, _TINY_NORM), 1.0)
 
     def get_config(self):
         return dict(super().get_config(), exclude_from_layer_adaptation=list(self.exclude_adaptation))
+
+
+_TINY_NORM = 1e-30   # a floor for a norm that is divided by: far below any real update's norm
 
 
 # What Keras does in an optimizer's own `apply`, around its update_step: a wrapped optimizer's
@@ -296,7 +308,9 @@ class Lookahead(_Wrapper):
     the parameters at the first update (so weights loaded before training are honoured), and k
     counts optimizer updates (an accumulated update is one)."""
 
-    def __init__(self, inner, k: int = 5, alpha: float = 0.5, name="lookahead", **kw):
+    # k=5: the paper's; the config's lookahead.k=0 means no Lookahead at all (build_optimizer).
+    def __init__(self, inner, k: int = 5, alpha: float = _DEFAULTS.lookahead.alpha, name="lookahead",
+                 **kw):
         if int(k) != k or k < 1:
             raise ValueError("Lookahead k must be an integer >= 1, got %r" % k)
         if not 0 < alpha <= 1:
@@ -329,55 +343,49 @@ class Lookahead(_Wrapper):
 
 
 def build_optimizer(config, total_steps, variables=None, num_layers=None):
-    """From a config's `optimizer` section (see configs/base.py): base optimizer, schedule and the
-    wrappers asked for. `variables` (the trainable variables) are needed for learning-rate
-    multipliers; `num_layers` for layer-wise decay. Raises ValueError on bad settings, and on
-    fields it does not know (naming the new name of a renamed one)."""
-    c = config
-    unknown = run_config.unknown_fields(c, "optimizer.")
-    if unknown:   # e.g. the old `decay` (now decay_shape) would silently keep the linear decay
-        raise ValueError("; ".join(unknown))
-    schedule = build_schedule(c, total_steps)
-    name = c.name
-    if name not in BASES:
-        raise ValueError("Unknown optimizer %r (%s)" % (name, ", ".join(BASES)))
-    decay = c.get("weight_decay", 0.01)
-    lazy = tuple(c.get("lazy", ()) or ())
-    if name in ("adamw", "lamb"):
-        kwargs = dict(learning_rate=schedule, weight_decay=decay,
-                      beta_1=c.get("beta_1", 0.9), beta_2=c.get("beta_2", 0.999),
-                      epsilon=c.get("epsilon", 1e-6), lazy=lazy,
-                      exclude_from_weight_decay=tuple(c.get("exclude_from_weight_decay", DEFAULT_EXCLUDE)))
+    """From a config's `optimizer` section (a `run_config.OptimizerConfig`, or a mapping whose
+    missing fields take their defaults): base optimizer, schedule and the wrappers asked for.
+    `variables` (the trainable variables) are needed for learning-rate multipliers; `num_layers`
+    for layer-wise decay. Raises ValueError on bad settings, and on fields it does not know
+    (naming the new name of a renamed one)."""
+    config = run_config.section(run_config.OptimizerConfig, config, "optimizer.")
+    schedule = build_schedule(config, total_steps)
+    name = config.name
+    if name not in OPTIMIZERS:
+        raise ValueError("Unknown optimizer %r (%s)" % (name, ", ".join(OPTIMIZERS)))
+    problem = run_config.decay_problem(name, config.weight_decay, config.lazy)
+    if problem:
+        raise ValueError(problem)
+    if name in DECOUPLED:
+        kwargs = dict(learning_rate=schedule, weight_decay=config.weight_decay, beta_1=config.beta_1,
+                      beta_2=config.beta_2, epsilon=config.epsilon, lazy=tuple(config.lazy),
+                      exclude_from_weight_decay=tuple(config.exclude_from_weight_decay))
         if name == "adamw":
-            optimizer = AdamW(bias_correction=c.get("bias_correction", True), **kwargs)
+            optimizer = AdamW(bias_correction=config.bias_correction, **kwargs)
         else:
-            optimizer = Lamb(exclude_from_layer_adaptation=tuple(
-                c.get("exclude_from_layer_adaptation", DEFAULT_EXCLUDE)), **kwargs)
+            optimizer = Lamb(exclude_from_layer_adaptation=tuple(config.exclude_from_layer_adaptation),
+                             **kwargs)
+    elif name == "adam":
+        # The config's epsilon (1e-6), as every run has had; Keras's own default is 1e-7.
+        optimizer = keras.optimizers.Adam(learning_rate=schedule, beta_1=config.beta_1,
+                                          beta_2=config.beta_2, epsilon=config.epsilon)
     else:
-        if decay or lazy:
-            raise ValueError("optimizer %r has no decoupled weight decay or lazy rows here; set "
-                             "weight_decay=0 and lazy=() or use adamw/lamb" % name)
-        optimizer = (keras.optimizers.Adam(learning_rate=schedule, beta_1=c.get("beta_1", 0.9),
-                                           beta_2=c.get("beta_2", 0.999), epsilon=c.get("epsilon", 1e-7))
-                     if name == "adam" else
-                     keras.optimizers.SGD(learning_rate=schedule, momentum=c.momentum))
+        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
 
-    rules = [tuple(r) for r in (c.get("lr_multipliers", ()) or ())]
-    layer_decay = c.get("layer_decay", 0.0) or 0.0
-    if rules or layer_decay:
+    rules = [tuple(r) for r in config.lr_multipliers]
+    if rules or config.layer_decay:
         if variables is None:
             raise ValueError("lr_multipliers / layer_decay need the model's variables")
         paths = [v.path for v in variables]
         multipliers = {}
-        if layer_decay:
+        if config.layer_decay:
             if num_layers is None:
                 raise ValueError("layer_decay needs the number of layers")
-            multipliers = layerwise_multipliers(layer_decay, num_layers, paths)
+            multipliers = layerwise_multipliers(config.layer_decay, num_layers, paths)
         for path, mult in pattern_multipliers(rules, paths).items():   # on top of layer decay
             multipliers[path] = multipliers.get(path, 1.0) * mult
         optimizer = ScaledLR(optimizer, multipliers)
 
-    lookahead = c.get("lookahead") or {}
-    if lookahead.get("k", 0) != 0:   # 0: off
-        optimizer = Lookahead(optimizer, k=lookahead["k"], alpha=lookahead.get("alpha", 0.5))
+    if config.lookahead.k != 0:   # 0: off
+        optimizer = Lookahead(optimizer, k=config.lookahead.k, alpha=config.lookahead.alpha)
     return optimizer

@@ -12,6 +12,10 @@ import time
 
 from pretrain import objectives
 
+# A diverging run's perplexity is reported as at most exp(50) (~5e21): math.exp of a loss past
+# ~709 raises OverflowError, and an inf would be no valid JSON in metrics.jsonl.
+_MAX_LOG_PERPLEXITY = 50.0
+
 
 def summarise(totals, task, with_nsp):
     """Per-update metric sums -> losses and accuracies (sum / count), perplexity, total loss."""
@@ -22,7 +26,7 @@ def summarise(totals, task, with_nsp):
         out[name + "_accuracy"] = totals[name + "_correct"] / count
         loss += out[name + "_loss"]
     first = objectives.loss_names(task, with_nsp)[0]
-    out["perplexity"] = math.exp(min(out[first + "_loss"], 50.0))
+    out["perplexity"] = math.exp(min(out[first + "_loss"], _MAX_LOG_PERPLEXITY))
     out["loss"] = loss
     return out
 

@@ -1,25 +1,27 @@
-"""What a pretraining config may say, checked before anything is built (and before TensorFlow is
-imported, so a mistyped value fails in a second).
+"""What a pretraining config says: each field once, with its default and its check, in the typed
+sections below (`PretrainConfig`); the ConfigDict form that configs/*.py and --config.x=value
+overrides work on; and the checks, made before TensorFlow is imported (a typo fails in a second).
 
-    errors = problems(config)      # ["train.steps_per_loop=0: must be an integer >= 1", ...]
-    check(config)                  # ConfigError listing every problem
+    cd = to_config_dict()                 # the defaults as a ConfigDict (configs/base.py)
+    errors = problems(cd)                 # ["train.steps_per_loop=0: must be an integer >= 1", ...]
+    config = parse(cd)                    # ConfigError listing every problem, else a PretrainConfig
+    optimizer = section(OptimizerConfig, {"learning_rate": 1e-3}, "optimizer.")   # defaults filled in
 
-The fields are those of `configs/base.py`, the one place their defaults are written; a config
-file or a --config.x override may not add others (a typo would silently do nothing). The
-choices below (tasks, activations, strategies, optimizers, schedules) are defined here once and
-imported by the modules that implement them.
+A field is declared as `name: type = _field(default, check)`; nothing else writes its default:
+the engine takes its typed section (build_optimizer and build_schedule an `OptimizerConfig`,
+the train step and the trainer a `PretrainConfig`), and the constructors whose arguments are
+config fields default to these. A config file or an override may not add fields (a typo would
+silently do nothing). The choices (tasks, activations, strategies, optimizers, schedules, ...)
+are the lists of `pretrain.choices`, which the modules implementing them import too.
 """
 
+import dataclasses
 import re
+from typing import Optional, Tuple
 
-TASKS = ("mlm", "unilm", "lm", "simbert")
-ACTIVATIONS = ("gelu", "gelu_new", "relu", "tanh")
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
-OPTIMIZERS = ("adamw", "lamb", "adam", "sgd")
-SCHEDULES = ("warmup_decay", "piecewise")
-DECAY_SHAPES = ("linear", "polynomial", "cosine", "constant")
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-WORKER_SPLITS = ("files", "rows")
+from pretrain.choices import (ACTIVATIONS, DECAY_SHAPES, DECOUPLED, OPTIMIZERS, PRECISIONS, SCHEDULES,
+                              STRATEGIES, TASKS, WORKER_SPLITS)
+
 # Fields renamed since earlier releases: old path -> new path.
 RENAMED = {"optimizer.decay": "optimizer.decay_shape"}
 
@@ -27,6 +29,9 @@ RENAMED = {"optimizer.decay": "optimizer.decay_shape"}
 class ConfigError(ValueError):
     """A config that cannot train; the message lists every field at fault and what is allowed."""
 
+
+# ------------------------------------------------------------------------------ value checks
+# Each returns what is wrong with a value (None: nothing); launch's flag checks use them too.
 
 def _int(low=None, high=None):
     def check(v):
@@ -96,39 +101,180 @@ def _transforms(v):
         return "must be a list of {\"name\": ..., \"pattern\": ..., ...} entries"
 
 
-RULES = {
-    "task": _choice(TASKS), "seed": _int(0), "init_checkpoint": _text, "init_vocab_map": _text,
-    "model.vocab_size": _int(0), "model.hidden_size": _int(1), "model.num_hidden_layers": _int(1),
-    "model.num_attention_heads": _int(1), "model.intermediate_size": _int(1),
-    "model.hidden_act": _choice(ACTIVATIONS),
-    "model.hidden_dropout_prob": _float(0, 1, high_open=True),
-    "model.attention_probs_dropout_prob": _float(0, 1, high_open=True),
-    "model.max_position_embeddings": _int(2), "model.type_vocab_size": _int(1),
-    "model.initializer_range": _float(0, None, low_open=True), "model.embedding_size": _int(0),
-    "data.train_dir": _text, "data.shuffle_buffer": _int(1), "data.worker_split": _choice(WORKER_SPLITS),
-    "data.skip_bad_shards": _bool,
-    "train.global_batch_size": _int(1), "train.micro_batches": _int(1), "train.steps": _int(1),
-    "train.steps_per_loop": _int(1), "train.checkpoint_every": _int(1), "train.keep_checkpoints": _int(1),
-    "train.eval_every": _int(0), "train.eval_steps": _int(0), "train.recompute": _bool,
-    "train.precision": _choice(PRECISIONS), "train.jit_compile": _bool, "train.clip_norm": _float(0),
-    "train.max_nonfinite_in_a_row": _int(1), "train.with_nsp": _bool,
-    "optimizer.name": _choice(OPTIMIZERS), "optimizer.learning_rate": _float(0, None, low_open=True),
-    "optimizer.schedule": _choice(SCHEDULES), "optimizer.warmup_steps": _int(0),
-    "optimizer.decay_shape": _choice(DECAY_SHAPES), "optimizer.decay_steps": _int(0),
-    "optimizer.power": _float(0, None, low_open=True), "optimizer.end_learning_rate": _float(0),
-    "optimizer.piecewise": _piecewise, "optimizer.step_offset": _int(0),
-    "optimizer.weight_decay": _float(0), "optimizer.beta_1": _float(0, 1, high_open=True),
-    "optimizer.beta_2": _float(0, 1, high_open=True), "optimizer.epsilon": _float(0, None, low_open=True),
-    "optimizer.bias_correction": _bool, "optimizer.momentum": _float(0, 1, high_open=True),
-    "optimizer.exclude_from_weight_decay": _patterns,
-    "optimizer.exclude_from_layer_adaptation": _patterns, "optimizer.lazy": _patterns,
-    "optimizer.lr_multipliers": _multipliers, "optimizer.layer_decay": _float(0, 1),
-    "optimizer.lookahead.k": _int(0), "optimizer.lookahead.alpha": _float(0, 1, low_open=True),
-    "optimizer.ema_decay": _float(0, 1, high_open=True), "optimizer.gradient_transforms": _transforms,
-    "distribute.name": _choice(STRATEGIES), "distribute.device": _text, "distribute.devices": _patterns,
-    "distribute.tpu": _text,
-}
+def decay_problem(name, weight_decay, lazy) -> Optional[str]:
+    """Why an optimizer without decoupled weight decay (Keras's adam, sgd) cannot take the
+    weight decay or lazy rows asked for; None when it can."""
+    if name in OPTIMIZERS and name not in DECOUPLED and (weight_decay or lazy):
+        return ("optimizer.name=%r: Keras's %s has no decoupled weight decay or lazy rows here; set "
+                "optimizer.weight_decay=0 and optimizer.lazy=[] or use %s"
+                % (name, name, "/".join(DECOUPLED)))
+    return None
 
+
+# ---------------------------------------------------------------------------- the sections
+
+def _field(default, check):
+    """A config field: its default (a list is written as a tuple, the typed form's) and its check."""
+    return dataclasses.field(default=tuple(default) if isinstance(default, list) else default,
+                             metadata={"check": check})
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Google bert_config.json fields (pretrain.modeling.BertConfig; a run's model is BERT-base
+    unless its config says otherwise)."""
+    vocab_size: int = _field(0, _int(0))                    # 0: from the data manifest
+    hidden_size: int = _field(768, _int(1))
+    num_hidden_layers: int = _field(12, _int(1))
+    num_attention_heads: int = _field(12, _int(1))
+    intermediate_size: int = _field(3072, _int(1))
+    hidden_act: str = _field("gelu", _choice(ACTIVATIONS))
+    hidden_dropout_prob: float = _field(0.1, _float(0, 1, high_open=True))
+    attention_probs_dropout_prob: float = _field(0.1, _float(0, 1, high_open=True))
+    max_position_embeddings: int = _field(512, _int(2))
+    type_vocab_size: int = _field(2, _int(1))
+    initializer_range: float = _field(0.02, _float(0, None, low_open=True))
+    embedding_size: int = _field(0, _int(0))                # 0: hidden_size (no factorization)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The data build the run trains on (`launch.build_data`'s output directory) and how it is read.
+
+    worker_split: how hosts of a multi-worker run (launch.run) share the training stream.
+      "files": each worker reads its own subset of the shard files (batch = global / workers):
+               input work is split, so it scales to many hosts; needs >= as many train shards as
+               workers, and a run must resume with the same number of workers.
+      "rows":  every worker reads the whole stream at the global batch size and keeps its own
+               rows of each batch: the batches (and so the weights, dropout aside) equal a
+               single-process run's for any number of workers, which may change on resume;
+               costs each worker the parsing/masking of the whole global batch (W x in total).
+    skip_bad_shards: shards that do not match the manifest (missing, truncated, changed bytes)
+      stop the run with an error naming them (False), or are left out, logged and counted (True;
+      local shards are then read once at start-up to check their CRC32C).
+    """
+    train_dir: str = _field("", _text)
+    shuffle_buffer: int = _field(10000, _int(1))
+    worker_split: str = _field("files", _choice(WORKER_SPLITS))
+    skip_bad_shards: bool = _field(False, _bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Batching, accumulation, precision, checkpoints and evaluation."""
+    global_batch_size: int = _field(256, _int(1))
+    micro_batches: int = _field(1, _int(1))                # gradient accumulation: k micro-batches per update
+    steps: int = _field(1_000_000, _int(1))
+    steps_per_loop: int = _field(100, _int(1))             # updates per tf.function call
+    checkpoint_every: int = _field(1000, _int(1))
+    keep_checkpoints: int = _field(3, _int(1))
+    eval_every: int = _field(10000, _int(0))               # 0: only at the end
+    eval_steps: int = _field(100, _int(0))                 # 0: the whole eval split
+    recompute: bool = _field(False, _bool)                 # tf.recompute_grad per transformer block
+    # float32 | bfloat16 | float16 (dynamic loss scaling) | auto (bfloat16 on TPUs, else float32)
+    precision: str = _field("float32", _choice(PRECISIONS))
+    jit_compile: bool = _field(False, _bool)
+    clip_norm: float = _field(1.0, _float(0))              # global-norm clipping (0: off)
+    max_nonfinite_in_a_row: int = _field(20, _int(1))
+    with_nsp: bool = _field(True, _bool)                   # NSP/SOP loss when the data has sentence pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class LookaheadConfig:
+    k: int = _field(0, _int(0))                            # 0: no Lookahead
+    alpha: float = _field(0.5, _float(0, 1, low_open=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """The optimizer, its schedule and the wrappers around it (pretrain/optimizers.py,
+    schedules.py, updates.py).
+
+    name: adamw | lamb | adam | sgd (Keras's; no weight decay there). schedule "warmup_decay":
+    learning_rate reached after warmup_steps, then along `decay_shape` (linear | polynomial with
+    `power` | cosine | constant) to end_learning_rate at decay_steps (0: the run's steps).
+    schedule "piecewise": learning_rate x a multiplier interpolated between the points of
+    `piecewise`, [[step, multiplier], ...] (bert4keras's piecewise_linear). step_offset: steps
+    already done by an earlier phase (phase 2 of a 128 -> 512 recipe continues the schedule).
+    Name patterns are regular expressions searched in variable paths (e.g.
+    bert/layer_3/query/kernel).
+    """
+    name: str = _field("adamw", _choice(OPTIMIZERS))
+    learning_rate: float = _field(1e-4, _float(0, None, low_open=True))
+    schedule: str = _field("warmup_decay", _choice(SCHEDULES))
+    warmup_steps: int = _field(10000, _int(0))
+    decay_shape: str = _field("linear", _choice(DECAY_SHAPES))
+    decay_steps: int = _field(0, _int(0))
+    power: float = _field(1.0, _float(0, None, low_open=True))
+    end_learning_rate: float = _field(0.0, _float(0))
+    piecewise: tuple = _field([], _piecewise)
+    step_offset: int = _field(0, _int(0))
+    weight_decay: float = _field(0.01, _float(0))
+    beta_1: float = _field(0.9, _float(0, 1, high_open=True))
+    beta_2: float = _field(0.999, _float(0, 1, high_open=True))
+    epsilon: float = _field(1e-6, _float(0, None, low_open=True))
+    bias_correction: bool = _field(True, _bool)   # adamw: False = google-research/bert's AdamWeightDecay
+    momentum: float = _field(0.0, _float(0, 1, high_open=True))   # sgd
+    # Google BERT, NVIDIA and Model Garden exclude LayerNorm and bias parameters.
+    exclude_from_weight_decay: Tuple[str, ...] = _field(["LayerNorm", "bias"], _patterns)
+    exclude_from_layer_adaptation: Tuple[str, ...] = _field(["LayerNorm", "bias"], _patterns)   # lamb
+    # Embedding tables updated lazily: rows absent from the batch keep their values and state.
+    lazy: Tuple[str, ...] = _field([], _patterns)
+    lr_multipliers: tuple = _field([], _multipliers)       # [[pattern, multiplier], ...]; first match wins
+    layer_decay: float = _field(0.0, _float(0, 1))         # layer-wise LR decay factor in (0, 1] (0: off)
+    lookahead: LookaheadConfig = LookaheadConfig()
+    # An exponential moving average of the weights, kept for export (0: off).
+    ema_decay: float = _field(0.0, _float(0, 1, high_open=True))
+    # Per-variable gradient hooks after the all-reduce, before global-norm clipping, e.g.
+    # [{"name": "clip_by_norm", "max_norm": 1.0, "pattern": "embeddings"}].
+    gradient_transforms: tuple = _field([], _transforms)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributeConfig:
+    """The tf.distribute strategy (pretrain/distribute.py)."""
+    name: str = _field("default", _choice(STRATEGIES))
+    device: str = _field("", _text)                        # one_device ("": /cpu:0)
+    devices: Tuple[str, ...] = _field([], _patterns)       # mirrored ([]: every local GPU)
+    tpu: str = _field("", _text)                           # tpu: "local", or the TPU's name
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """A whole pretraining config. init_checkpoint, for continued pretraining: a Google-layout
+    checkpoint (prefix or export directory) that a new run starts from; ignored once the workdir
+    has checkpoints. Its vocabulary must be the data's, or init_vocab_map says how to map rows:
+    "by_token", or a file of checkpoint ids (one per line)."""
+    task: str = _field("mlm", _choice(TASKS))
+    seed: int = _field(0, _int(0))
+    init_checkpoint: str = _field("", _text)
+    init_vocab_map: str = _field("", _text)
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    distribute: DistributeConfig = DistributeConfig()
+
+
+def _is_section(f):
+    return dataclasses.is_dataclass(f.default)
+
+
+def _checks(cls, prefix=""):
+    out = {}
+    for f in dataclasses.fields(cls):
+        if _is_section(f):
+            out.update(_checks(type(f.default), prefix + f.name + "."))
+        else:
+            out[prefix + f.name] = f.metadata["check"]
+    return out
+
+
+# {dotted path: check} of every field.
+RULES = _checks(PretrainConfig)
+
+
+# ----------------------------------------------------------------------------- config checks
 
 def _leaves(d, prefix=""):
     """{dotted path: value} of a (nested) ConfigDict or dict; dict-valued fields whose rule takes
@@ -154,7 +300,10 @@ def unknown_fields(config, prefix=""):
 
 
 def problems(config):
-    """Every problem of `config` as "field=value: what is allowed" lines (empty: it is fine)."""
+    """Every problem of `config` (a ConfigDict, a dict or a PretrainConfig) as "field=value: what
+    is allowed" lines (empty: it is fine)."""
+    if isinstance(config, PretrainConfig):
+        config = as_dict(config)
     values = _leaves(config)
     out = unknown_fields(config)
     for path in sorted(set(RULES) - set(values)):
@@ -164,16 +313,14 @@ def problems(config):
             message = rule(values[path])
             if message:
                 out.append("%s=%r: %s" % (path, values[path], message))
-    model = config.get("model", {})
-    heads, hidden = model.get("num_attention_heads"), model.get("hidden_size")
+    heads, hidden = values.get("model.num_attention_heads"), values.get("model.hidden_size")
     if isinstance(heads, int) and isinstance(hidden, int) and heads > 0 and hidden % heads:
         out.append("model.hidden_size=%d: must be a multiple of model.num_attention_heads=%d"
                    % (hidden, heads))
-    optimizer = config.get("optimizer", {})
-    if optimizer.get("name") in ("adam", "sgd") and (optimizer.get("weight_decay") or optimizer.get("lazy")):
-        out.append("optimizer.name=%r: Keras's %s has no decoupled weight decay or lazy rows here; "
-                   "set optimizer.weight_decay=0 and optimizer.lazy=[] or use adamw/lamb"
-                   % (optimizer.get("name"), optimizer.get("name")))
+    decay = decay_problem(values.get("optimizer.name"), values.get("optimizer.weight_decay"),
+                          values.get("optimizer.lazy"))
+    if decay:
+        out.append(decay)
     return out
 
 
@@ -188,3 +335,67 @@ def check(config):
     found = problems(config)
     if found:
         raise ConfigError("the config has %d problem(s):\n  %s" % (len(found), "\n  ".join(found)))
+
+
+# ------------------------------------------------------------------------------- conversions
+
+def to_config_dict(config: PretrainConfig = None):
+    """The config (default: the defaults) as an ml_collections.ConfigDict, the form configs/*.py
+    edit and --config.x=value overrides change; its lists are lists."""
+    import ml_collections
+
+    return ml_collections.ConfigDict(as_dict(config or PretrainConfig()))
+
+
+def as_dict(config) -> dict:
+    """A typed config or section as plain JSON values, fields in their declared order (what
+    the run's config.json holds)."""
+    return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return as_dict(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def parse(config) -> PretrainConfig:
+    """The typed form of a checked config (a ConfigDict, a dict, or a PretrainConfig, returned
+    as it is); ConfigError listing every problem."""
+    check(config)
+    if isinstance(config, PretrainConfig):
+        return config
+    return _build(PretrainConfig, config)
+
+
+def section(cls, values, prefix):
+    """A typed section (e.g. `OptimizerConfig`) from a mapping that may leave fields out (they
+    take their defaults); a `cls` instance is returned as it is. ValueError for a field that
+    `cls` does not have (its values are checked where they are used). `prefix` places the
+    section in a whole config ("optimizer.") for the messages."""
+    if isinstance(values, cls):
+        return values
+    unknown = unknown_fields(values, prefix)
+    if unknown:   # e.g. the old `decay` (now decay_shape) would silently keep the linear decay
+        raise ValueError("; ".join(unknown))
+    return _build(cls, values)
+
+
+def _build(cls, values):
+    values = values.to_dict() if hasattr(values, "to_dict") else dict(values)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        if _is_section(f):
+            kwargs[f.name] = _build(type(f.default), value)
+        elif isinstance(value, list):
+            kwargs[f.name] = tuple(value)
+        else:
+            kwargs[f.name] = value
+    return cls(**kwargs)

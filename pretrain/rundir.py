@@ -40,6 +40,14 @@ _CHECKPOINT = re.compile(r"ckpt-(\d+)\.index$")
 
 
 class RunDir:
+    """The layout above for one workdir: every path a run writes or reads there, and the small
+    records it keeps (config.json, data.json, the vocabulary copy and its record, metrics rows).
+
+    It holds nothing but the workdir's path and opens nothing: it is built wherever a workdir is
+    read or written (the trainer, its checkpoints and reporter, launch.export) and lives as long
+    as its user. The checkpoint files themselves are written by `checkpoints.Checkpoints`.
+    """
+
     def __init__(self, workdir: str):
         self.workdir = workdir
 
@@ -80,10 +88,12 @@ class RunDir:
 
     # ------------------------------------------------------------------------------ config
 
-    def read_config(self) -> Optional[dict]:
+    def read_run_config(self) -> Optional[dict]:
+        """The resolved config the run saved (config.json; not a Google bert_config.json, which
+        is `google_checkpoint.read_bert_config`'s); None before a run has started here."""
         return fs.read_json(self.config) if fs.exists(self.config) else None
 
-    def write_config(self, resolved: dict):
+    def write_run_config(self, resolved: dict):
         """Writes config.json once, when the run starts (a resumed run keeps the first)."""
         fs.makedirs(self.workdir)
         if not fs.exists(self.config):

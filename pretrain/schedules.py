@@ -13,8 +13,11 @@ import math
 import keras
 import tensorflow as tf
 
-SCHEDULES = ("warmup_decay", "piecewise")
-SHAPES = ("linear", "polynomial", "cosine", "constant")
+from pretrain import run_config
+from pretrain.choices import DECAY_SHAPES, SCHEDULES
+
+# The constructors' defaults are the config's optimizer section's (run_config.OptimizerConfig).
+_DEFAULTS = run_config.OptimizerConfig()
 
 
 @keras.saving.register_keras_serializable(package="pretrain")
@@ -22,10 +25,10 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from 0 to `peak` over `warmup_steps`, then down to `end` at `decay_steps` along
     `shape`: linear, polynomial (with `power`), cosine, or constant (no decay)."""
 
-    def __init__(self, peak, warmup_steps, decay_steps, shape="linear", power=1.0, end=0.0,
-                 step_offset=0):
-        if shape not in SHAPES:
-            raise ValueError("Unknown decay shape %r (%s)" % (shape, ", ".join(SHAPES)))
+    def __init__(self, peak, warmup_steps, decay_steps, shape=_DEFAULTS.decay_shape, power=_DEFAULTS.power,
+                 end=_DEFAULTS.end_learning_rate, step_offset=_DEFAULTS.step_offset):
+        if shape not in DECAY_SHAPES:
+            raise ValueError("Unknown decay shape %r (%s)" % (shape, ", ".join(DECAY_SHAPES)))
         if warmup_steps < 0 or decay_steps < warmup_steps:
             raise ValueError("Need 0 <= warmup_steps (%d) <= decay_steps (%d)" % (warmup_steps, decay_steps))
         self.peak, self.warmup_steps, self.decay_steps = float(peak), int(warmup_steps), int(decay_steps)
@@ -61,7 +64,7 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
     of pairs; steps must be non-negative integers, strictly increasing in the order given.
     """
 
-    def __init__(self, base, points, step_offset=0):
+    def __init__(self, base, points, step_offset=_DEFAULTS.step_offset):
         pairs = list(points.items()) if isinstance(points, dict) else [tuple(p) for p in points]
         if not pairs:
             raise ValueError("piecewise schedule has no points")
@@ -94,15 +97,14 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
         return dict(base=self.base, points=self.points, step_offset=self.step_offset)
 
 
-def build_schedule(c, total_steps):
-    schedule = c.get("schedule", "warmup_decay")
-    if schedule == "warmup_decay":
-        return WarmupDecay(c.learning_rate, c.get("warmup_steps", 0), c.get("decay_steps") or total_steps,
-                           shape=c.get("decay_shape", "linear"), power=c.get("power", 1.0),
-                           end=c.get("end_learning_rate", 0.0), step_offset=c.get("step_offset", 0))
-    if schedule == "piecewise":
-        points = c.get("piecewise")
-        if hasattr(points, "to_dict"):
-            points = points.to_dict()
-        return PiecewiseLinear(c.learning_rate, points or [], step_offset=c.get("step_offset", 0))
-    raise ValueError("Unknown schedule %r (%s)" % (schedule, ", ".join(SCHEDULES)))
+def build_schedule(config, total_steps):
+    """The schedule of a config's `optimizer` section (a `run_config.OptimizerConfig`, or a
+    mapping whose missing fields take their defaults); decay_steps 0 decays over `total_steps`."""
+    config = run_config.section(run_config.OptimizerConfig, config, "optimizer.")
+    if config.schedule == "warmup_decay":
+        return WarmupDecay(config.learning_rate, config.warmup_steps, config.decay_steps or total_steps,
+                           shape=config.decay_shape, power=config.power, end=config.end_learning_rate,
+                           step_offset=config.step_offset)
+    if config.schedule == "piecewise":
+        return PiecewiseLinear(config.learning_rate, config.piecewise, step_offset=config.step_offset)
+    raise ValueError("Unknown schedule %r (%s)" % (config.schedule, ", ".join(SCHEDULES)))

@@ -14,7 +14,14 @@ import tensorflow as tf
 
 from data_pipeline import loader
 from data_pipeline.manifest import Manifest, ManifestError, Split
+from pretrain import choices
 from storage import fs
+
+WORKER_SPLITS = choices.WORKER_SPLITS   # data.worker_split: "files" or "rows" (`shared_stream`)
+# A message names at most this many bad shards (then "..."), and quotes at most this many
+# characters of a read error: one line that says what to do, however much is wrong.
+_LISTED = 10
+_ERROR_CHARS = 200
 
 
 class DataError(RuntimeError):
@@ -23,10 +30,10 @@ class DataError(RuntimeError):
 
 class TrainData:
     """The manifest a run trains on (bad shards left out with data.skip_bad_shards) and its
-    train and eval streams for `strategy`."""
+    train and eval streams for `strategy`, from a `run_config.PretrainConfig`."""
 
     def __init__(self, config, strategy, info, log):
-        self.c, self.strategy, self.info, self._log = config, strategy, info, log
+        self.config, self.strategy, self.info, self._log = config, strategy, info, log
         try:
             self.manifest = Manifest.load(config.data.train_dir)
         except ManifestError as e:
@@ -36,18 +43,18 @@ class TrainData:
     @property
     def shared_stream(self):
         """True when every worker reads the same stream (one worker, or data.worker_split="rows")."""
-        return self.info.num_workers == 1 or self.c.data.worker_split == "rows"
+        return self.info.num_workers == 1 or self.config.data.worker_split == "rows"
 
     # ------------------------------------------------------------------------------ shards
 
     def check_shards(self):
         """Shards that do not match the manifest stop the run (naming them) or, with
         data.skip_bad_shards, are left out of the manifest used here (`skipped_shards`)."""
-        skip = self.c.data.skip_bad_shards
+        skip = self.config.data.skip_bad_shards
         bad = self.manifest.verify(checksums=skip)
         if not bad:
             return
-        listing = "; ".join("%s: %s" % p for p in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        listing = "; ".join("%s: %s" % p for p in bad[:_LISTED]) + (" ..." if len(bad) > _LISTED else "")
         if not skip:
             raise DataError("%d shard(s) of %s do not match its manifest: %s. Rebuild the data (the "
                             "same build_data command with --overwrite), or train without them: "
@@ -92,14 +99,14 @@ class TrainData:
                  % "; ".join("%s: %s" % p for p in bad)) if bad else (
                  "no shard differs from the manifest's size and checksum (a transient read error, "
                  "or a corruption the builder recorded); re-run to resume from the last checkpoint.")
-        first_line = str(error).strip().splitlines()[0][:200]
+        first_line = str(error).strip().splitlines()[0][:_ERROR_CHARS]
         return "reading the %s data failed (%s): %s" % (split, first_line, found)
 
     # ----------------------------------------------------------------------------- streams
 
     def train_dataset(self, epoch=0):
         """This worker's train batches from `epoch` on (the global batch on a shared stream)."""
-        c, info = self.c, self.info
+        c, info = self.config, self.info
         if self.shared_stream:
             return loader.make_dataset(self.manifest, batch_size=c.train.global_batch_size,
                                        split="train", seed=c.seed, epoch=epoch, training=True,
@@ -116,7 +123,7 @@ class TrainData:
         if self.strategy.num_replicas_in_sync == 1:
             return batch
         local = self.strategy.num_replicas_in_sync // self.info.num_workers
-        rows = self.c.train.global_batch_size // self.strategy.num_replicas_in_sync
+        rows = self.config.train.global_batch_size // self.strategy.num_replicas_in_sync
 
         def slice_for(ctx):
             i = ctx.replica_id_in_sync_group   # a shared stream's batch holds every replica's rows,
@@ -130,7 +137,7 @@ class TrainData:
         checkpoint): every worker reads the split and keeps its replicas' share of each batch, so
         any number of eval files serves any number of workers. drop_remainder: SimBERT gathers
         equal-sized slices from every replica; a TPU compiles for one static batch shape."""
-        c = self.c
+        c = self.config
         ds = loader.make_dataset(self.manifest, batch_size=c.train.global_batch_size, split="eval",
                                  seed=c.seed, training=False, drop_remainder=drop_remainder)
         options = tf.data.Options()

@@ -19,45 +19,54 @@ against the uncompiled one.
 import keras
 import tensorflow as tf
 
-from pretrain import objectives, optimizers, updates
+from pretrain import choices, objectives, optimizers, updates
 from pretrain.modeling import build_model, fold_in
+
+PRECISIONS = choices.PRECISIONS   # train.precision; the trainer resolves "auto" to one of these:
+_POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}   # Keras's
+# float16's dynamic loss scaling, with Keras's LossScaleOptimizer's defaults: the scale starts at
+# 2^15, halves (not below 1) at a non-finite gradient and doubles after this many finite ones.
+_INITIAL_LOSS_SCALE = 2.0 ** 15
+_LOSS_SCALE_GROWTH_STEPS = 2000
+# Micro-batch i of an accumulated update draws its dropout from fold_in(step seed, 1000 + i),
+# numbers clear of the dropout sites' (0 .. 3 x layers + 2, folded in the same way). Part of a
+# run's random stream: another value would change the dropout masks of every accumulated run.
+_MICRO_SEED_OFFSET = 1000
 
 
 class TrainState:
     """The model, the optimizer and the counters of a run, and the step that updates them.
 
-    Built in the strategy's scope. `replica_step(batch)` is the function every replica runs
+    Built in the strategy's scope from a checked `run_config.PretrainConfig` (its seed, train and
+    optimizer sections). `replica_step(batch)` is the function every replica runs
     (strategy.run), and what a TPU compiles; `step_fn` is it, compiled with XLA when the config
     asks (one replica), and `micro` the forward/backward pass (compiled with several replicas).
     """
 
     def __init__(self, config, model_config, strategy, task: str, with_nsp: bool, precision: str,
                  on_tpu: bool):
-        c = config
-        self.c, self.strategy, self.task, self.with_nsp = c, strategy, task, with_nsp
+        self.config, self.strategy, self.task, self.with_nsp = config, strategy, task, with_nsp
         self.metric_names = objectives.metric_names(task, with_nsp)
-        policy = {"float32": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
         self.fp16 = precision == "float16"
-        keras.utils.set_random_seed(c.seed)  # same seed, same initial weights
+        keras.utils.set_random_seed(config.seed)  # same seed, same initial weights
         with strategy.scope():
-            self.model = build_model(model_config, recompute=c.train.recompute,
-                                     with_nsp=with_nsp, dtype_policy=policy[precision])
-            # The pooler only learns from NSP/SOP or SimBERT's similarity loss; otherwise it has no
-            # gradient and is left out of the updates (it keeps its initial values).
-            pooler = {id(v) for v in self.model.pooler.weights}
-            self.variables = [v for v in self.model.trainable_variables
-                              if id(v) not in pooler or with_nsp or task == "simbert"]
+            self.model = build_model(model_config, recompute=config.train.recompute,
+                                     with_nsp=with_nsp, dtype_policy=_POLICIES[precision])
+            # A pooler without a gradient is left out of the updates (it keeps its initial values).
+            untrained = (set() if objectives.pooler_trains(task, with_nsp)
+                         else {id(v) for v in self.model.pooler.weights})
+            self.variables = [v for v in self.model.trainable_variables if id(v) not in untrained]
             self.optimizer = optimizers.build_optimizer(
-                c.optimizer, c.train.steps, variables=self.variables,
+                config.optimizer, config.train.steps, variables=self.variables,
                 num_layers=model_config.num_hidden_layers)
             self.optimizer.build(self.variables)
             self.grad_transforms = updates.build_gradient_transforms(
-                c.optimizer.get("gradient_transforms"), [v.path for v in self.variables])
-            ema_decay = c.optimizer.get("ema_decay", 0.0)
+                config.optimizer.gradient_transforms, [v.path for v in self.variables])
+            ema_decay = config.optimizer.ema_decay
             self.ema = (updates.WeightAverage(self.model.trainable_variables, ema_decay)
                         if ema_decay else None)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-            self.loss_scale = tf.Variable(2.0 ** 15 if self.fp16 else 1.0, trainable=False,
+            self.loss_scale = tf.Variable(_INITIAL_LOSS_SCALE if self.fp16 else 1.0, trainable=False,
                                           name="loss_scale")
             self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
             self.nonfinite_total = tf.Variable(0, dtype=tf.int64, trainable=False,
@@ -65,7 +74,7 @@ class TrainState:
             self.nonfinite_in_a_row = tf.Variable(0, dtype=tf.int64, trainable=False,
                                                   name="nonfinite_in_a_row")
         self.micro, self.step_fn = self._micro_step, self.replica_step
-        if c.train.jit_compile and not on_tpu:   # a TPU compiles the replica step itself
+        if config.train.jit_compile and not on_tpu:   # a TPU compiles the replica step itself
             if strategy.num_replicas_in_sync == 1:
                 self.step_fn = tf.function(self.replica_step, jit_compile=True)
             else:
@@ -98,7 +107,7 @@ class TrainState:
         callback, no cross-replica call inside a conditional. Returns ({metric: local sum},
         global gradient norm)."""
         ctx = tf.distribute.get_replica_context()
-        seed = fold_in(fold_in(tf.constant([self.c.seed, 0], tf.int64), self.step),
+        seed = fold_in(fold_in(tf.constant([self.config.seed, 0], tf.int64), self.step),
                        ctx.replica_id_in_sync_group)
         grads, metrics, norm = self._replica_grads(batch, seed)
         applied = self._apply(grads, tf.math.is_finite(norm))
@@ -118,7 +127,7 @@ class TrainState:
 
     def _replica_grads(self, batch, seed):
         ctx = tf.distribute.get_replica_context()
-        k = self.c.train.micro_batches
+        k = self.config.train.micro_batches
         counts = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
                                 objectives.target_counts(self.task, batch, self.with_nsp))
         if k == 1:
@@ -132,7 +141,7 @@ class TrainState:
 
             def body(i, grads, metrics):
                 micro = {key: tf.gather(value, i) for key, value in split.items()}
-                g, m = self.micro(micro, counts, fold_in(seed, 1000 + i))
+                g, m = self.micro(micro, counts, fold_in(seed, _MICRO_SEED_OFFSET + i))
                 return (i + 1, [a + b for a, b in zip(grads, g)],
                         [metrics[j] + m[name] for j, name in enumerate(names)])
 
@@ -146,8 +155,8 @@ class TrainState:
             grads = [g / self.loss_scale for g in grads]
         grads = updates.transform_gradients(self.grad_transforms, grads, self.variables)
         norm = tf.linalg.global_norm(grads)
-        if self.c.train.clip_norm:
-            grads, _ = tf.clip_by_global_norm(grads, self.c.train.clip_norm, use_norm=norm)
+        if self.config.train.clip_norm:
+            grads, _ = tf.clip_by_global_norm(grads, self.config.train.clip_norm, use_norm=norm)
         return grads, metrics, norm
 
     def _apply(self, grads, finite):
@@ -160,9 +169,9 @@ class TrainState:
             if self.ema is not None:
                 self.ema.update(self.model.trainable_variables)
             self.nonfinite_in_a_row.assign(0)
-            if self.fp16:  # dynamic loss scaling: grow after 2000 good steps
+            if self.fp16:  # dynamic loss scaling: grow after enough finite steps in a row
                 self.good_steps.assign_add(1)
-                grow = self.good_steps >= 2000
+                grow = self.good_steps >= _LOSS_SCALE_GROWTH_STEPS
                 self.loss_scale.assign(tf.where(grow, self.loss_scale * 2.0, self.loss_scale))
                 self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), self.good_steps))
             return tf.constant(True)

@@ -20,7 +20,6 @@ its streams are `train_data.TrainData`'s. A lock lets one process at a time trai
 """
 
 import dataclasses
-import json
 import os
 import signal
 import socket
@@ -33,7 +32,7 @@ import tensorflow as tf
 from data_pipeline import loader
 from data_pipeline.manifest import ManifestError
 from pretrain import distribute, objectives, run_config
-from pretrain.checkpoints import Checkpoints, CheckpointsError
+from pretrain.checkpoints import Checkpoints, RunCheckpointError
 from pretrain.modeling import BertConfig
 from pretrain.reporting import Reporter, summarise
 from pretrain.rundir import RunDir
@@ -60,30 +59,46 @@ class Result:
 
 
 class Trainer:
+    """One pretraining run in one workdir, on this process's share of a strategy.
+
+    It owns the checked config (`config`, a `run_config.PretrainConfig`), the run directory
+    (`rundir`), the strategy and this worker's place in it (`info`), the data (`data`, with its
+    manifest), the training state (`state`: model, optimizer, counters), the train stream's
+    iterator and the checkpoints of it all (`checkpoints`).
+
+    Lifecycle: the constructor checks everything that can fail before a step (config, data,
+    workdir, model and optimizer) and builds the state; `train()` then, once: takes the workdir's
+    lock (unless the caller holds it), records the config and the data build, restores, runs the
+    loop and the final evaluation, and releases what it took. `evaluate()` and `save()` may also
+    be called on their own (tests, benchmarks).
+    """
+
     def __init__(self, config, workdir: str, strategy=None, allow_config_change: bool = False,
                  progress: bool = True, lock: Optional[DirectoryLock] = None):
-        """`lock`: the lock on `workdir` this process already holds (launch.pretrain takes it
-        before building anything, so that a second run is refused at once); without it, the
-        chief takes the lock when training starts."""
+        """`config`: a ConfigDict from configs/*.py, or a `run_config.PretrainConfig`. `lock`:
+        the lock on `workdir` this process already holds (launch.pretrain takes it before
+        building anything, so that a second run is refused at once); without it, the chief takes
+        the lock when training starts."""
         self._lock = lock
         try:
-            run_config.check(config)
+            self.config = run_config.parse(config)
         except run_config.ConfigError as e:
             raise TrainError(str(e))
-        self.c, self.progress = config, progress
+        self.progress = progress
         self.rundir = RunDir(workdir)
-        self.task = config.task
-        self.strategy = strategy or distribute.make_strategy(**config.distribute.to_dict())
+        self.task = self.config.task
+        self.strategy = strategy or distribute.make_strategy(**dataclasses.asdict(self.config.distribute))
         self.info = distribute.worker_info(self.strategy)
         try:
-            self.data = TrainData(config, self.strategy, self.info, self._log)
+            self.data = TrainData(self.config, self.strategy, self.info, self._log)
             self.manifest = self.data.manifest
             self.model_config = self._model_config()
             self._check_startup(allow_config_change)
             self.data.check_shards()
         except DataError as e:
             raise TrainError(str(e))
-        self.with_nsp = self.task == "mlm" and config.train.with_nsp and self.manifest.layout == "pairs"
+        self.with_nsp = (self.task == "mlm" and self.config.train.with_nsp
+                         and self.manifest.layout == "pairs")
         self.metric_names = objectives.metric_names(self.task, self.with_nsp)
         self._eval_fn = None  # traced on first use
         self._build_state()
@@ -95,9 +110,9 @@ class Trainer:
     # ------------------------------------------------------------------------------ startup
 
     def _model_config(self):
-        d = dict(self.c.model.to_dict())
-        d["embedding_size"] = d.get("embedding_size") or None
-        if not d.get("vocab_size"):
+        d = dataclasses.asdict(self.config.model)
+        d["embedding_size"] = d["embedding_size"] or None   # the config's 0: no factorization
+        if not d["vocab_size"]:   # the config's 0: the data's vocabulary
             if not self.manifest.vocab:
                 raise TrainError("config.model.vocab_size is not set and the data manifest has no "
                                  "vocabulary to take it from.")
@@ -108,7 +123,7 @@ class Trainer:
             raise TrainError("config.model: %s" % e)
 
     def _check_startup(self, allow_config_change):
-        c, m = self.c, self.manifest
+        c, m = self.config, self.manifest
         try:
             m.check(vocab_size=self.model_config.vocab_size, task=self.task)
         except ManifestError as e:
@@ -126,7 +141,7 @@ class Trainer:
                 loader.check_pair_batching(c.train.global_batch_size, replicas, k)
             except ManifestError as e:
                 raise TrainError(str(e))
-        previous = self.rundir.read_config()
+        previous = self.rundir.read_run_config()
         if previous is not None:
             resolved = self.resolved_config()
             changed = [k for k in _RUN_IDENTITY if _identity(previous, k) != _identity(resolved, k)]
@@ -145,7 +160,9 @@ class Trainer:
                                 recorded.get("train_dir")))
 
     def resolved_config(self):
-        d = json.loads(self.c.to_json())
+        """The config as the run trains with it (config.json): the model as built, the precision
+        resolved."""
+        d = run_config.as_dict(self.config)
         d["model"] = self.model_config.to_dict()
         d["train"]["precision"] = self.precision
         return d
@@ -153,9 +170,9 @@ class Trainer:
     @property
     def precision(self):
         """train.precision, with "auto" resolved: bfloat16 on TPUs, float32 elsewhere."""
-        if self.c.train.precision == "auto":
+        if self.config.train.precision == "auto":
             return "bfloat16" if self.on_tpu else "float32"
-        return self.c.train.precision
+        return self.config.train.precision
 
     @property
     def on_tpu(self):
@@ -164,7 +181,7 @@ class Trainer:
     # -------------------------------------------------------------------------------- state
 
     def _build_state(self):
-        c = self.c
+        c = self.config
         try:
             self.state = TrainState(c, self.model_config, self.strategy, self.task, self.with_nsp,
                                     self.precision, self.on_tpu)
@@ -199,23 +216,23 @@ class Trainer:
         with_data = not self.skipped_shards
         try:
             restored = self.checkpoints.restore(with_data=with_data)
-        except CheckpointsError as e:
+        except RunCheckpointError as e:
             raise TrainError(str(e))
         if restored is not None:
             if not with_data:   # the file list changed: a fresh stream, at the next epoch
-                epoch = 1 + restored * self.c.train.global_batch_size // max(
+                epoch = 1 + restored * self.config.train.global_batch_size // max(
                     self.manifest.splits["train"].examples or 1, 1)
                 self.iterator = iter(self.data.train_dataset(epoch))
                 self._log("Shards were left out, so the data position of the checkpoint does not "
                           "apply: the stream restarts at epoch %d." % epoch)
             self._log("Resumed from %s (step %d)" % (self.rundir.checkpoint(restored),
                                                      int(self.step.numpy())))
-        elif self.c.get("init_checkpoint"):   # continued pretraining: released weights, fresh state
+        elif self.config.init_checkpoint:   # continued pretraining: released weights, fresh state
             from pretrain.google_checkpoint import CheckpointError
             from pretrain.init_checkpoint import init_from_checkpoint
             try:
-                init_from_checkpoint(self.model, self.c.init_checkpoint, self.manifest.vocab,
-                                     self.c.get("init_vocab_map", ""), log=self._log)
+                init_from_checkpoint(self.model, self.config.init_checkpoint, self.manifest.vocab,
+                                     self.config.init_vocab_map, log=self._log)
             except CheckpointError as e:
                 raise TrainError("config.init_checkpoint: %s" % e)
         return int(self.step.numpy())
@@ -318,10 +335,10 @@ class Trainer:
             return None
 
     def _train(self) -> Result:
-        c = self.c.train
+        c = self.config.train
         started = time.time()
         if self.info.is_chief:
-            self.rundir.write_config(self.resolved_config())
+            self.rundir.write_run_config(self.resolved_config())
             recorded = self.rundir.data_build()
             if recorded is None or recorded.get("fingerprint") != self.manifest.fingerprint:
                 self.rundir.write_data_build(self.manifest)
@@ -387,7 +404,7 @@ class Trainer:
         self._check_data_build()
         try:
             return self.checkpoints.save(int(self.step.numpy()), self.model.weights)
-        except CheckpointsError as e:
+        except RunCheckpointError as e:
             raise TrainError(str(e))
 
     def _check_data_build(self):
@@ -400,7 +417,7 @@ class Trainer:
 
     def _eval_and_report(self, reporter, step):
         self._check_data_build()
-        m = self.evaluate(self.c.train.eval_steps)
+        m = self.evaluate(self.config.train.eval_steps)
         if m is not None:
             reporter.report(m, "eval", step)
         return m
@@ -432,11 +449,12 @@ class Trainer:
 
 
 def _identity(config, key):
-    """The part of a config that identifies a run (runs from before an option get its default)."""
+    """The part of a saved config (config.json) that identifies a run; the data section of a run
+    from before an option has the option's default."""
     value = config.get(key)
     if key == "data" and isinstance(value, dict):
-        value = {k: v for k, v in value.items() if k not in _OPERATIONAL}
-        value.setdefault("worker_split", "files")
+        value = {k: v for k, v in dict(run_config.as_dict(run_config.DataConfig()), **value).items()
+                 if k not in _OPERATIONAL}
     return value
 
 

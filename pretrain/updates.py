@@ -110,6 +110,7 @@ class WeightAverage(tf.Module):
     restore both from the checkpoint, then `copy_to(model.trainable_variables)`.
     """
 
+    # decay=0.999: the usual EMA for a direct call; in a run, optimizer.ema_decay (0: no average).
     def __init__(self, variables, decay: float = 0.999, name="ema"):
         super().__init__(name=name)
         if not 0.0 <= decay < 1.0:
