@@ -19,7 +19,6 @@ Example:
 
 import abc
 import dataclasses
-import hashlib
 import itertools
 import re
 from typing import List, Optional, Sequence
@@ -163,7 +162,9 @@ class Tokenizer(abc.ABC):
 
     def checksum(self) -> str:
         """sha256 of the vocabulary file: recorded in manifests so data and models can be matched."""
-        return _sha256_file(self.path)
+        from storage import fs
+
+        return fs.sha256(self.path)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "path": self.path, "vocab_size": self.vocab_size,
@@ -392,7 +393,3 @@ def _read_vocab_lines(path):
                              "appear once (remove one line)." % (path, token, first[token], number))
         first[token] = number
     return vocab
-
-
-def _sha256_file(path):
-    return hashlib.sha256(_read_bytes(path)).hexdigest()
