@@ -16,7 +16,7 @@ from data_pipeline import sample_corpus
 from downstream import build_transformer_model
 from downstream.adversarial import adversarial_training
 from downstream.backbone import export_files
-from tests.generation.conftest import SMALL, write_export
+from tests.downstream.conftest import SMALL, write_export
 from tests.tf_noise import env_without_log_level, start_up_noise
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

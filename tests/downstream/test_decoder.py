@@ -11,7 +11,7 @@ from downstream import build_transformer_model
 from downstream.backbone import export_files
 from downstream.generation import AutoRegressiveDecoder, load_decoder
 from pretrain.google_checkpoint import CheckpointError
-from tests.generation.conftest import SMALL, write_export
+from tests.downstream.conftest import SMALL, write_export
 from tests.tolerances import LOGPROB, score_tolerance
 
 END = 2
