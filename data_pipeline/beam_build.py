@@ -53,6 +53,7 @@ from storage import fs
 from storage.fs import ChecksummedWriter
 
 _NAMESPACE = "bert_tf_pretrain.build"
+_MOVERS = 16   # shards moved at once: each move is a request (a copy on Cloud Storage), I/O-bound
 
 
 def build(config: BuildConfig):
@@ -380,8 +381,9 @@ def _pipeline(c, settings, mix, options, temp):
     if problems and c.task.on_bad_record == "stop":
         raise BuildError("%d bad record(s) in the chunks; the build stopped and removed its shards. "
                          "First ones: %s. Fix the input, or pass --on_bad_record=skip to skip and "
-                         "count them." % (len(problems), "; ".join("%s %s" % tuple(p) for p in problems[:5])))
-    for origin, reason in problems[:5]:
+                         "count them." % (len(problems), "; ".join(
+                             "%s %s" % tuple(p) for p in problems[:sources.MAX_REPORTED])))
+    for origin, reason in problems[:sources.MAX_REPORTED]:
         steps.log("skipped bad record %s: %s" % (origin, reason), c)
     metrics = {m.key.metric.name: m.committed for m in
                result.metrics().query(MetricsFilter().with_namespace(_NAMESPACE))["counters"]}
@@ -397,7 +399,7 @@ def _publish(c, plan, state, results):
     if found != expected:
         raise BuildError("the Beam pipeline wrote %d of %d shards (missing: %s)"
                          % (len(found & expected), len(expected), ", ".join(sorted(expected - found))))
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(_MOVERS) as pool:
         list(pool.map(lambda r: fs.rename(r["tmp"], fs.join(c.output_dir, r["file"])), results))
     for r in results:
         state.finished[r["file"]] = FinishedShard(r["counter"], r["bytes"], r["crc32c"])

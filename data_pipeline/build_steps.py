@@ -105,7 +105,7 @@ def fingerprint(c: BuildConfig, paths, vocab_sha):
     inputs = [(p, None, None) if p.startswith(sources.TFDS_PREFIX) else (p, fs.size(p), fs.mtime(p))
               for p in paths]
     blob = json.dumps([settings, inputs, vocab_sha, BUILDER_VERSION], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]   # 64 bits: short, and never alike by chance
 
 
 # ------------------------------------------------------------------------ 3. output directory

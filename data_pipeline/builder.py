@@ -174,7 +174,7 @@ def _write_shards(c, processor, pool, mix, counted, plan, state, total_docs, tot
         problems = stats.pop("problems", [])
         if problems and c.task.on_bad_record == "stop":
             raise _BadRecords(problems)
-        for origin, reason in problems[:max(0, 5 - skipped_reported)]:
+        for origin, reason in problems[:max(0, sources.MAX_REPORTED - skipped_reported)]:
             steps.log("skipped bad record %s: %s" % (origin, reason), c)
         skipped_reported += len(problems)
         writer.write(chunk, data, counts, stats)
@@ -203,7 +203,8 @@ def _write_shards(c, processor, pool, mix, counted, plan, state, total_docs, tot
         progress.close()
         raise BuildError("%d bad record(s) in a chunk; the build stopped and removed its shards. "
                          "First ones: %s. Fix the input, or pass --on_bad_record=skip to skip and "
-                         "count them." % (len(e.problems), "; ".join("%s %s" % p for p in e.problems[:5])))
+                         "count them." % (len(e.problems), "; ".join(
+                             "%s %s" % p for p in e.problems[:sources.MAX_REPORTED])))
     progress.close()
 
 

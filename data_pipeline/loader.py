@@ -91,7 +91,7 @@ def make_dataset(data_dir_or_manifest, batch_size: int, split: str = "train", se
 
     def numbered_records(path, file_index, record_epoch):
         records = tf.data.TFRecordDataset(path, compression_type=compression,
-                                          buffer_size=1 << 20).enumerate()
+                                          buffer_size=1 << 20).enumerate()   # 1 MiB reads
         return records.map(lambda i, r: (record_epoch, file_index * (1 << _FILE_BITS) + i, r))
 
     ds = index.interleave(numbered_records, cycle_length=cycle_length if training else 1,

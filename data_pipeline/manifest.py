@@ -72,6 +72,15 @@ class Vocab:
 
 @dataclasses.dataclass
 class Manifest:
+    """What one data directory holds: its task and record layout, the vocabulary it was
+    tokenized with, every split's shards (examples, bytes, CRC32C) and the build's statistics.
+
+    Lifecycle: the builder makes it from the finished build (`build_steps.make_manifest`) and
+    `save`s it last, once every shard is in place; from then on it is read-only. Readers `load`
+    it (or describe Google's records with `google`), `check` it against their model and run,
+    take the shards from `paths`, and `verify` them. `data_dir` is where it was loaded from (not
+    saved: the directory may move); the paths it gives are under it.
+    """
     task: str                                   # mlm | unilm | simbert | lm
     record_format: str                          # schema.FORMATS
     seq_len: int

@@ -145,7 +145,7 @@ def _group_texts(obj, task, text_field):
         raise _TooSmall()
     distinct = list(dict.fromkeys(members))
     if len(distinct) < 2:
-        raise BadRecord("group of %d duplicates only (%r)" % (len(members), first[:40]))
+        raise BadRecord("group of %d duplicates only (%r)" % (len(members), first[:40]))   # its start
     return tuple(distinct)
 
 
