@@ -45,12 +45,15 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from data_pipeline import build_steps as steps
 from data_pipeline import mixing, sources, tasks
 from data_pipeline.build_config import BuildConfig, BuildError, validate
+from data_pipeline.build_state import FinishedShard, Plan, state_path
 from data_pipeline.chunks import ChunkProcessor
-from data_pipeline.manifest import ChecksummedWriter, Manifest
+from data_pipeline.manifest import Manifest
 from data_pipeline.tfrecord import RecordFile
 from storage import fs
+from storage.fs import ChecksummedWriter
 
 _NAMESPACE = "bert_tf_pretrain.build"
+_MOVERS = 16   # shards moved at once: each move is a request (a copy on Cloud Storage), I/O-bound
 
 
 def build(config: BuildConfig):
@@ -125,17 +128,16 @@ def _build(c: BuildConfig, options):
         steps.log("Nothing to do: %s already holds this build (%d train examples)."
                   % (c.output_dir, manifest.splits["train"].examples), c)
         return manifest
-    created = not state["done"]   # a fresh state file: this run's, removed if it fails
+    created = not state.finished   # a fresh state file: this run's, removed if it fails
     temp = fs.join(c.output_dir, ".beam-work")
     fs.remove(temp)                            # what a killed launcher left
     try:
         layout, results, metrics = _pipeline(c, settings, mix, options, temp)
         counted, stats, plan = layout.counted, layout.stats, layout.plan
-        state["plan"] = plan
         _publish(c, plan, state, results)
     except BaseException:
         if created:
-            fs.remove(fs.join(c.output_dir, steps.STATE_FILE))
+            fs.remove(state_path(c.output_dir))
         raise
     finally:
         fs.remove(temp)
@@ -200,7 +202,7 @@ class Layout:
         total = mixing.stream_length(mix, counted)
         per_path = mixing.entries_per_path(mix, counted)
         self.first_entry = np.concatenate([[0], np.cumsum(per_path)[:-1]]).astype(np.int64).tolist()
-        self.plan = steps.plan(c, total)
+        self.plan = Plan.for_build(c, total)
         self.total = total
 
     @classmethod
@@ -304,8 +306,8 @@ class _ProcessChunk(beam.DoFn):
         problems = stats.pop("problems", [])
         if problems:
             yield ("problems", 0), (chunk, None, 0, {"problems": [list(p) for p in problems]})
-        for split, shards in layout.plan["splits"].items():
-            shard = next(k for k, s in enumerate(shards) if s["first"] <= chunk < s["last"])
+        for split, shards in layout.plan.splits.items():
+            shard = next(k for k, s in enumerate(shards) if s.holds(chunk))
             path = None
             if data.get(split):
                 path = fs.join(self.chunks_dir, "%s-%09d" % (split, chunk))
@@ -325,7 +327,7 @@ class _WriteShard(beam.DoFn):
         if split == "problems":
             yield "problems", [p for _, _, _, s in chunks for p in s["problems"]]
             return
-        name = layout.plan["splits"][split][shard]["file"]
+        name = layout.plan.splits[split][shard].file
         # The temporary name ends like the local builder's: gzip records it in its header.
         tmp = fs.join(self.shards_dir, name + ".tmp")
         raw = ChecksummedWriter(fs.open_write(tmp))
@@ -379,8 +381,9 @@ def _pipeline(c, settings, mix, options, temp):
     if problems and c.task.on_bad_record == "stop":
         raise BuildError("%d bad record(s) in the chunks; the build stopped and removed its shards. "
                          "First ones: %s. Fix the input, or pass --on_bad_record=skip to skip and "
-                         "count them." % (len(problems), "; ".join("%s %s" % tuple(p) for p in problems[:5])))
-    for origin, reason in problems[:5]:
+                         "count them." % (len(problems), "; ".join(
+                             "%s %s" % tuple(p) for p in problems[:sources.MAX_REPORTED])))
+    for origin, reason in problems[:sources.MAX_REPORTED]:
         steps.log("skipped bad record %s: %s" % (origin, reason), c)
     metrics = {m.key.metric.name: m.committed for m in
                result.metrics().query(MetricsFilter().with_namespace(_NAMESPACE))["counters"]}
@@ -391,13 +394,12 @@ def _pipeline(c, settings, mix, options, temp):
 def _publish(c, plan, state, results):
     """Moves the shards into place (in parallel: on Cloud Storage a move is a copy) and fills the
     build state the manifest is made from."""
-    expected = {s["file"] for shards in plan["splits"].values() for s in shards}
+    expected = set(plan.files())
     found = {r["file"] for r in results}
     if found != expected:
         raise BuildError("the Beam pipeline wrote %d of %d shards (missing: %s)"
                          % (len(found & expected), len(expected), ", ".join(sorted(expected - found))))
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(_MOVERS) as pool:
         list(pool.map(lambda r: fs.rename(r["tmp"], fs.join(c.output_dir, r["file"])), results))
     for r in results:
-        state["done"][r["file"]] = r["counter"]
-        state["shards"][r["file"]] = {"bytes": r["bytes"], "crc32c": r["crc32c"]}
+        state.finished[r["file"]] = FinishedShard(r["counter"], r["bytes"], r["crc32c"])

@@ -28,6 +28,14 @@ class BuildError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class BuildConfig:
+    """Every setting of one data build; its defaults are the project's defaults.
+
+    Owns: the output directory, the vocabulary, the sources and how their text becomes records
+    (task, instance, masking, mode) and shards. Lifecycle: made from flags or a configs/data
+    recipe (`from_config_dict`), checked once by `validate` (which the engines call first), then
+    read, never changed (frozen): the fields that change the output bytes (all but `VOLATILE`)
+    make the build's fingerprint, and the manifest records them all under `args`.
+    """
     output_dir: str
     vocab: str
     source: sources.SourceConfig
@@ -38,14 +46,14 @@ class BuildConfig:
     dupe_factor: int = 5               # static only: masked copies of each instance
     lower_case: Optional[bool] = None
     segmenter: Optional[str] = None    # rjieba | jieba | jieba_fast: Chinese whole-word masking
-    seed: int = 12345
-    num_shards: int = 16
+    seed: int = 12345                  # google-research/bert's create_pretraining_data default
+    num_shards: int = 16               # files that many input pipelines (hosts) can read apart
     eval_fraction: float = 0.0         # documents held out for the eval split
     num_eval_shards: int = 1
-    docs_per_chunk: int = 256
+    docs_per_chunk: int = 256          # the unit of work: big enough to pay a worker's round trip
     num_workers: int = 1
     compress: bool = False             # GZIP shards
-    max_bad_line_fraction: float = 0.01
+    max_bad_line_fraction: float = 0.01   # a corpus's noise; more is a wrong format or encoding
     overwrite: bool = False
     progress: bool = True
     engine: str = "local"              # local (processes on this machine) | beam (Apache Beam)

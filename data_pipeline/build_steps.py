@@ -1,21 +1,19 @@
 """The steps both data-build engines share (builder: local processes; beam_build: Apache Beam):
-check the output, resolve and count the inputs, fingerprint and plan the build, prepare the
-output directory, and make the manifest and the summary from what was written.
-
-A build's plan: the documents are cut into chunks of `docs_per_chunk` (the unit of work); shard k
-of a split holds a fixed, contiguous range of chunks. The build state (_build_state.json) records
-finished shards, so an interrupted local build resumes.
+check the output, resolve and count the inputs, fingerprint the build, prepare the output
+directory (a new build state, or the one to resume: `build_state`), and make the manifest and the
+summary from what was written.
 """
 
-import collections
 import dataclasses
 import hashlib
 import json
 import os
 import sys
+from typing import Optional
 
 from data_pipeline import mixing, schema, sources, tasks
 from data_pipeline.build_config import VOLATILE, BuildConfig, BuildError
+from data_pipeline.build_state import STATE_FILE, BuildState, FinishedShard, Plan, state_path
 from data_pipeline.chunks import ChunkSettings
 from data_pipeline.manifest import MANIFEST_FILE, Manifest, Shard, Split
 from data_pipeline.tokenizer import unknown_warning
@@ -23,7 +21,6 @@ from storage import fs
 from storage.lock import READERS, DirectoryLock, LockError, live_holders
 
 BUILDER_VERSION = "1.0"
-STATE_FILE = "_build_state.json"
 DUPLICATE_WARNING = 0.5   # warn when more than this fraction of the documents were duplicates
 
 
@@ -108,34 +105,18 @@ def fingerprint(c: BuildConfig, paths, vocab_sha):
     inputs = [(p, None, None) if p.startswith(sources.TFDS_PREFIX) else (p, fs.size(p), fs.mtime(p))
               for p in paths]
     blob = json.dumps([settings, inputs, vocab_sha, BUILDER_VERSION], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]   # 64 bits: short, and never alike by chance
 
 
 # ------------------------------------------------------------------------ 3. output directory
 
-def plan(c: BuildConfig, total_docs):
-    """Shard k of a split holds chunks [first, last); splits are planned independently."""
-    num_chunks = -(-total_docs // c.docs_per_chunk)
-    plan = {"num_chunks": num_chunks, "splits": {}}
-    ext = ".tfrecord.gz" if c.compress else ".tfrecord"
-    wanted = {"train": c.num_shards}
-    if c.eval_fraction > 0:
-        wanted["eval"] = c.num_eval_shards
-    for split, n in wanted.items():
-        n = min(n, num_chunks)
-        plan["splits"][split] = [
-            {"file": "%s-%05d-of-%05d%s" % (split, k, n, ext),
-             "first": k * num_chunks // n, "last": (k + 1) * num_chunks // n} for k in range(n)]
-    return plan
-
-
-def prepare_output(c: BuildConfig, fingerprint, plan):
+def prepare_output(c: BuildConfig, fingerprint, plan: Optional[Plan]) -> Optional[BuildState]:
     """Returns the build state to continue from, or None when the identical build is complete.
     `plan` is recorded in a new state (None where it is not known yet: the Beam engine plans in
     its pipeline; the local builder always plans afresh)."""
     out = c.output_dir
     fs.makedirs(out)
-    manifest_path, state_path = fs.join(out, MANIFEST_FILE), fs.join(out, STATE_FILE)
+    manifest_path = fs.join(out, MANIFEST_FILE)
     ours = [n for n in fs.listdir(out) if ".tfrecord" in n or n in (MANIFEST_FILE, STATE_FILE)]
     if c.overwrite and ours:
         readers = live_holders(fs.glob(fs.join(out, READERS, "*.lock")))
@@ -151,38 +132,38 @@ def prepare_output(c: BuildConfig, fingerprint, plan):
         previous = fs.read_json(manifest_path).get("fingerprint")
         if previous == fingerprint:
             return None
-    elif fs.exists(state_path):
-        state = json.loads(fs.read_bytes(state_path))
-        if state.get("fingerprint") == fingerprint:
+    elif fs.exists(state_path(out)):
+        state = BuildState.load(out)
+        if state.fingerprint == fingerprint:
             for name in ours:  # partial shards of the interrupted run
                 if ".tmp" in name:
                     fs.remove(fs.join(out, name))
             return state
-        previous = state.get("fingerprint")
+        previous = state.fingerprint
     if ours:
         raise BuildError("Output directory %s already holds shards of a different build (build %s, "
                          "this one is %s). Use a new --output_dir, or --overwrite to replace them."
                          % (out, previous or "of unknown origin", fingerprint))
-    state = {"fingerprint": fingerprint, "plan": plan, "done": {}, "shards": {}}
-    fs.write_bytes_atomic(state_path, json.dumps(state).encode())
+    state = BuildState(fingerprint, plan)
+    state.save(out)
     return state
 
 
 # ------------------------------------------------------------------------------- 5. manifest
 
-def finish(c: BuildConfig, processor, mix, counted, plan, state, read_stats, fingerprint,
-           seconds) -> Manifest:
+def finish(c: BuildConfig, processor, mix, counted, plan: Plan, state: BuildState, read_stats,
+           fingerprint, seconds) -> Manifest:
     """Every shard is in place: the manifest is written (last: its presence marks a complete
     build), the build state removed and the summary printed."""
     manifest = make_manifest(c, processor, mix.all_paths, plan, state, read_stats, fingerprint,
                              seconds)
     if mix.active:
         manifest.sources = mixing.manifest_sources(mix, mixing.per_source_counts(mix, counted),
-                                                   train_counter(plan, state))
+                                                   state.train_stats(plan))
     manifest.save(c.output_dir)
-    fs.remove(fs.join(c.output_dir, STATE_FILE))
+    fs.remove(state_path(c.output_dir))
     summary(manifest, c)
-    train = train_counter(plan, state)   # (builds resumed from an older state lack the counters)
+    train = state.train_stats(plan)   # (builds resumed from a layout-1 state lack the counters)
     warning = unknown_warning(train.get("unknown_tokens", 0), train.get("tokens_read", 0),
                               "the training text", processor.tokenizer.path)
     if warning:
@@ -190,15 +171,14 @@ def finish(c: BuildConfig, processor, mix, counted, plan, state, read_stats, fin
     return manifest
 
 
-def make_manifest(c, processor, paths, plan, state, read_stats, fingerprint, seconds) -> Manifest:
-    done, sizes = state["done"], state.get("shards", {})
+def make_manifest(c, processor, paths, plan: Plan, state: BuildState, read_stats, fingerprint,
+                  seconds) -> Manifest:
     pairs = c.instance.layout == "pairs"
     splits = {}
-    for split, shards in plan["splits"].items():
-        entries = [Shard(s["file"], done[s["file"]].get("examples", 0),
-                         **_size_and_crc(c, s["file"], sizes)) for s in shards]
+    for split, shards in plan.splits.items():
+        entries = [_manifest_shard(c, s.file, state.finished[s.file]) for s in shards]
         splits[split] = Split(entries, sum(e.examples for e in entries))
-    train = train_counter(plan, state)
+    train = state.train_stats(plan)
     mlm = c.task.task == tasks.MLM
     task_stats = {k: train.get(k, 0) for k in _TASK_COUNTERS.get(c.task.task, ())}
     if c.task.reads_json_records:
@@ -250,22 +230,14 @@ def make_manifest(c, processor, paths, plan, state, read_stats, fingerprint, sec
     )
 
 
-def train_counter(plan, state):
-    """Every chunk statistic, summed over the train shards (where chunks keep them)."""
-    train = collections.Counter()
-    for s in plan["splits"]["train"]:
-        train.update(state["done"][s["file"]])
-    return train
-
-
-def _size_and_crc(c, name, sizes):
-    """A shard's bytes and CRC32C as written; read back for shards of a build resumed from a
-    state written before they were recorded."""
-    if name in sizes:
-        return dict(sizes[name])
-    from data_pipeline.manifest import crc32c_of
+def _manifest_shard(c, name, finished: FinishedShard) -> Shard:
+    """A shard's manifest entry: its bytes and CRC32C as written, read back for a shard that a
+    layout-1 state recorded (before they were)."""
+    examples = finished.stats.get("examples", 0)
+    if finished.bytes is not None:
+        return Shard(name, examples, finished.bytes, finished.crc32c)
     path = fs.join(c.output_dir, name)
-    return {"bytes": fs.size(path), "crc32c": crc32c_of(path)}
+    return Shard(name, examples, fs.size(path), fs.crc32c(path))
 
 
 _TASK_COUNTERS = {

@@ -14,17 +14,18 @@ Phases of `build()`:
 
 import collections
 import concurrent.futures
-import json
 import time
 
 from data_pipeline import mixing, sources, workers
 from data_pipeline import build_steps as steps
 from data_pipeline.build_config import BuildConfig, BuildError, validate
+from data_pipeline.build_state import STATE_FILE, BuildState, FinishedShard, Plan
 from data_pipeline.chunks import ChunkProcessor, init_worker
-from data_pipeline.manifest import ChecksummedWriter, Manifest
+from data_pipeline.manifest import Manifest
 from data_pipeline.progress import Progress
 from data_pipeline.tfrecord import RecordFile
 from storage import fs
+from storage.fs import ChecksummedWriter
 
 
 def build(config: BuildConfig) -> Manifest:
@@ -52,7 +53,7 @@ def _build(config, settings, pool):
     started = time.time()
     total_docs, total_bytes, read_stats, counted = steps.count_documents(config, mix)
     fingerprint = steps.fingerprint(config, paths, processor.tokenizer.checksum())
-    plan = steps.plan(config, total_docs)
+    plan = Plan.for_build(config, total_docs)
     state = steps.prepare_output(config, fingerprint, plan)
     if state is None:  # already built, identical
         manifest = Manifest.load(config.output_dir)
@@ -72,21 +73,20 @@ class _ShardWriter:
     Each shard's bytes and CRC32C are computed as it is written and kept in the build state, for
     the manifest."""
 
-    def __init__(self, c: BuildConfig, plan, state):
+    def __init__(self, c: BuildConfig, plan: Plan, state: BuildState):
         self.c, self.state = c, state
-        self.state.setdefault("shards", {})
-        self.pending = {split: collections.deque(s for s in shards if s["file"] not in state["done"])
-                        for split, shards in plan["splits"].items()}
-        self.open = {}  # split -> (shard, RecordFile, ChecksummedWriter, counters)
+        self.pending = {split: collections.deque(s for s in shards if s.file not in state.finished)
+                        for split, shards in plan.splits.items()}
+        self.open = {}  # split -> (PlannedShard, RecordFile, ChecksummedWriter, counters)
 
     def chunk_needed(self, chunk):
-        return any(s["first"] <= chunk < s["last"] for q in self.pending.values() for s in q)
+        return any(s.holds(chunk) for q in self.pending.values() for s in q)
 
     def write(self, chunk, data, counts, stats):
         for split, queue in self.pending.items():
-            while queue and queue[0]["last"] <= chunk:
+            while queue and queue[0].last <= chunk:
                 self._close(split)
-            if not queue or not queue[0]["first"] <= chunk < queue[0]["last"]:
+            if not queue or not queue[0].holds(chunk):
                 continue
             shard = queue[0]
             if split not in self.open:
@@ -100,11 +100,11 @@ class _ShardWriter:
             counter["examples"] += counts[split]
             if split == "train":  # chunk statistics are kept once, with the train shard
                 counter.update(stats)
-            if chunk == shard["last"] - 1:
+            if chunk == shard.last - 1:
                 self._close(split)
 
     def _tmp(self, shard):
-        return fs.join(self.c.output_dir, shard["file"] + ".tmp")
+        return fs.join(self.c.output_dir, shard.file + ".tmp")
 
     def _create(self, shard):
         raw = ChecksummedWriter(fs.open_write(self._tmp(shard)))
@@ -119,10 +119,9 @@ class _ShardWriter:
         else:
             _, f, raw, counter = self.open.pop(split)
         f.close()
-        fs.rename(self._tmp(shard), fs.join(self.c.output_dir, shard["file"]))
-        self.state["done"][shard["file"]] = dict(counter)
-        self.state["shards"][shard["file"]] = {"bytes": raw.bytes, "crc32c": raw.crc32c}
-        fs.write_bytes_atomic(fs.join(self.c.output_dir, steps.STATE_FILE), json.dumps(self.state).encode())
+        fs.rename(self._tmp(shard), fs.join(self.c.output_dir, shard.file))
+        self.state.finished[shard.file] = FinishedShard(dict(counter), raw.bytes, raw.crc32c)
+        self.state.save(self.c.output_dir)
 
     def close_temporary(self):
         """Closes and removes the shards being written (after a write error: a full disk keeps
@@ -140,7 +139,7 @@ class _ShardWriter:
         self.close_temporary()
         out = self.c.output_dir
         for name in fs.listdir(out):
-            if ".tfrecord" in name or name == steps.STATE_FILE:
+            if ".tfrecord" in name or name == STATE_FILE:
                 fs.remove(fs.join(out, name))
 
     def finish(self):
@@ -175,7 +174,7 @@ def _write_shards(c, processor, pool, mix, counted, plan, state, total_docs, tot
         problems = stats.pop("problems", [])
         if problems and c.task.on_bad_record == "stop":
             raise _BadRecords(problems)
-        for origin, reason in problems[:max(0, 5 - skipped_reported)]:
+        for origin, reason in problems[:max(0, sources.MAX_REPORTED - skipped_reported)]:
             steps.log("skipped bad record %s: %s" % (origin, reason), c)
         skipped_reported += len(problems)
         writer.write(chunk, data, counts, stats)
@@ -204,7 +203,8 @@ def _write_shards(c, processor, pool, mix, counted, plan, state, total_docs, tot
         progress.close()
         raise BuildError("%d bad record(s) in a chunk; the build stopped and removed its shards. "
                          "First ones: %s. Fix the input, or pass --on_bad_record=skip to skip and "
-                         "count them." % (len(e.problems), "; ".join("%s %s" % p for p in e.problems[:5])))
+                         "count them." % (len(e.problems), "; ".join(
+                             "%s %s" % p for p in e.problems[:sources.MAX_REPORTED])))
     progress.close()
 
 

@@ -15,6 +15,9 @@ from data_pipeline import masking, schema, tasks, tfrecord
 from data_pipeline.instances import InstanceConfig, InstanceStats, Tokens, make_instances
 
 _CHUNK_BITS = 24  # example id = chunk index << 24 | index in chunk (for static masks)
+# Held-out draws take this constant where mixing's draws (the same hash stream) take a source's
+# name hash, so that a document's eval draw and its source-weight draw are unrelated.
+_EVAL_SALT = 0xE7A1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +136,7 @@ class ChunkProcessor:
         if not docs:
             return b"", 0, 0
         copies = self._copies(chunk_index, split, tokens, docs, stats)
+        # Each copy is (ids, starts, segments, labels): the four arrays are joined across copies.
         ids, starts, segments, labels = (np.concatenate([c[k] for c in copies]) for k in range(4))
         if not len(ids):
             return b"", 0, 0
@@ -213,7 +217,8 @@ def _eval_docs(seed, first_doc, count, fraction):
     if fraction <= 0:
         return np.zeros(count, bool)
     doc_ids = np.arange(first_doc, first_doc + count, dtype=np.int64)
-    h = masking.hash24_np(seed, 0xE7A1, doc_ids, np.zeros((count, 1), np.int64), 3)[:, 0]
+    h = masking.hash24_np(seed, _EVAL_SALT, doc_ids, np.zeros((count, 1), np.int64),
+                          masking.STREAM_BUILD)[:, 0]
     return h < int(fraction * (1 << 24))
 
 

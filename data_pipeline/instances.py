@@ -41,7 +41,7 @@ class InstanceConfig:
             raise ValueError("layout must be 'pack' or 'pairs', got %r" % self.layout)
         if self.sentence_task not in ("nsp", "sop"):
             raise ValueError("sentence_task must be 'nsp' or 'sop', got %r" % self.sentence_task)
-        minimum = 5 if self.layout == "pairs" else 3
+        minimum = 5 if self.layout == "pairs" else 3   # [CLS] a [SEP] b [SEP] / [CLS] a [SEP]
         if self.seq_len < minimum:
             raise ValueError("seq_len=%d is too small: a %s instance needs at least %d positions "
                              "([CLS], [SEP] and text)." % (self.seq_len, self.layout, minimum))

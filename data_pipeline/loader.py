@@ -91,7 +91,7 @@ def make_dataset(data_dir_or_manifest, batch_size: int, split: str = "train", se
 
     def numbered_records(path, file_index, record_epoch):
         records = tf.data.TFRecordDataset(path, compression_type=compression,
-                                          buffer_size=1 << 20).enumerate()
+                                          buffer_size=1 << 20).enumerate()   # 1 MiB reads
         return records.map(lambda i, r: (record_epoch, file_index * (1 << _FILE_BITS) + i, r))
 
     ds = index.interleave(numbered_records, cycle_length=cycle_length if training else 1,
@@ -171,7 +171,7 @@ def _sequence_batch(tf, input_ids, segment_ids, special, causal):
     if causal:
         target = tf.logical_and(real, tf.range(tf.shape(input_ids)[1])[None, :] > 0)
     else:
-        target = tf.logical_and(real, tf.equal(segment_ids, 1))
+        target = tf.logical_and(real, tf.equal(segment_ids, schema.TARGET_SEGMENT))
     return {"input_ids": tf.cast(input_ids, tf.int32), "input_mask": tf.cast(real, tf.int32),
             "segment_ids": tf.cast(segment_ids, tf.int32), "target_mask": tf.cast(target, tf.float32)}
 
@@ -218,7 +218,8 @@ def _pair_parser(m, spec, special, seed):
 
 
 def _pair_rows(tf, flat, a, b, L, special):
-    """[CLS] a [SEP] b [SEP] [PAD]...: ids and segment ids [G, L]. a, b: (start in flat, length).
+    """[CLS] a [SEP] b [SEP] [PAD]...: ids and segment ids [G, L] (`schema.unilm_row`'s layout, in
+    TensorFlow). a, b: (start in flat, length).
 
     When a + b exceed the L - 3 text positions the longer one loses its tail first (ties: a), as
     bert4keras's truncate_sequences does: a keeps min(len_a, max(budget - len_b, budget // 2)).
@@ -238,5 +239,6 @@ def _pair_rows(tf, flat, a, b, L, special):
           tf.where(p == sep_a, tf.cast(special.sep, tf.int64),
           tf.where(p < end_b, from_b,
           tf.where(p == end_b, tf.cast(special.sep, tf.int64), tf.cast(special.pad, tf.int64))))))
-    segments = tf.cast(tf.logical_and(p > sep_a, p <= end_b), tf.int64)
+    segments = tf.where(tf.logical_and(p > sep_a, p <= end_b), tf.constant(schema.TARGET_SEGMENT, tf.int64),
+                        tf.constant(schema.SOURCE_SEGMENT, tf.int64))
     return ids, segments

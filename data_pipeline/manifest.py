@@ -14,7 +14,6 @@ complete build. Format versions:
 A manifest of a newer format than this code knows is refused with an error saying to update.
 """
 
-import base64
 import dataclasses
 import json
 import os
@@ -57,6 +56,15 @@ Vocab = VocabRecord
 
 @dataclasses.dataclass
 class Manifest:
+    """What one data directory holds: its task and record layout, the vocabulary it was
+    tokenized with, every split's shards (examples, bytes, CRC32C) and the build's statistics.
+
+    Lifecycle: the builder makes it from the finished build (`build_steps.make_manifest`) and
+    `save`s it last, once every shard is in place; from then on it is read-only. Readers `load`
+    it (or describe Google's records with `google`), `check` it against their model and run,
+    take the shards from `paths`, and `verify` them. `data_dir` is where it was loaded from (not
+    saved: the directory may move); the paths it gives are under it.
+    """
     task: str                                   # mlm | unilm | simbert | lm
     record_format: str                          # schema.FORMATS
     seq_len: int
@@ -191,7 +199,7 @@ class Manifest:
                 problems.append((path, "%d bytes, %d when built (truncated or replaced)"
                                  % (size, shard.bytes)))
             elif shard.crc32c and (crc or checksums):
-                crc = crc or crc32c_of(path)
+                crc = crc or fs.crc32c(path)
                 if crc != shard.crc32c:
                     problems.append((path, "CRC32C %s, %s when built (its bytes changed)"
                                      % (crc, shard.crc32c)))
@@ -230,42 +238,3 @@ def _sizes(paths):
                 if path.rsplit("/", 1)[1] in listed:
                     out[path] = listed[path.rsplit("/", 1)[1]]
     return out
-
-
-def crc32c_of(path: str) -> str:
-    """A file's CRC32C, base64 as Cloud Storage reports it."""
-    import google_crc32c
-
-    checksum = google_crc32c.Checksum()
-    with fs.open_read(path) as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            checksum.update(chunk)
-    return base64.b64encode(checksum.digest()).decode("ascii")
-
-
-class ChecksummedWriter:
-    """Wraps a binary file being written: counts its bytes and computes its CRC32C on the way."""
-
-    def __init__(self, f):
-        import google_crc32c
-
-        self._f, self._crc, self.bytes = f, google_crc32c.Checksum(), 0
-
-    def write(self, data):
-        self._crc.update(data)
-        self.bytes += len(data)
-        return self._f.write(data)
-
-    def flush(self):
-        self._f.flush()
-
-    @property
-    def name(self):   # gzip writes the file's name into its header: keep the bytes as they were
-        return getattr(self._f, "name", "")
-
-    def close(self):
-        self._f.close()
-
-    @property
-    def crc32c(self) -> str:
-        return base64.b64encode(self._crc.digest()).decode("ascii")

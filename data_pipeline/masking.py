@@ -28,6 +28,9 @@ import numpy as np
 
 _MIX1, _MIX2 = 0x7FEB352D, 0x846CA68B   # lowbias32 (C. Wellons): a well-mixed 32-bit permutation.
 _STREAM_WORD_ORDER, _STREAM_ACTION, _STREAM_RANDOM_TOKEN = 0, 1, 2
+# A hash draws from one of four streams (counter * 4 + stream); masking uses three, the build's own
+# draws (held-out documents, fractional source weights) the fourth, so neither repeats the other.
+STREAM_BUILD = 3
 _PASSES = 3
 
 

@@ -62,7 +62,8 @@ def copies(seed: int, name: str, weight: float, first: int, count: int) -> np.nd
         return np.full(count, whole, np.int64)
     name_id = int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=4).digest(), "little")
     indices = np.arange(first, first + count, dtype=np.int64)
-    u = masking.hash24_np(seed, name_id, indices, np.zeros((count, 1), np.int64), 3)[:, 0]
+    u = masking.hash24_np(seed, name_id, indices, np.zeros((count, 1), np.int64),
+                           masking.STREAM_BUILD)[:, 0]
     return whole + (u < int(fraction * (1 << 24))).astype(np.int64)
 
 

@@ -25,6 +25,7 @@ class Progress:
 
     def update(self, docs, nbytes, examples, force=False):
         now = time.time()
+        # A terminal's line is redrawn twice a second; a log file gets a line every 30 s.
         if not self.enabled or (not force and now - self.last < (0.5 if self.tty else 30.0)):
             return
         self.last = now

@@ -32,7 +32,7 @@ NAMES_HELP = ("Entries are comma-separated; an existing local file is read as na
               "(--input='\"gs://b/a,b.txt\",c.txt') and write a literal [ in a glob as [[] "
               "(a[[]1]*.txt matches a[1]x.txt).")
 _INVALID_BYTE = re.compile("[\udc80-\udcff]")  # How surrogateescape decoding marks a bad byte.
-_MAX_REPORTED = 5
+MAX_REPORTED = 5   # bad lines or records named by file:line in messages; counts cover the rest
 
 
 class InputError(ValueError):
@@ -66,7 +66,7 @@ class ReadStats:
     problems: List[tuple] = dataclasses.field(default_factory=list)
 
     def note(self, path, line, reason):
-        if len(self.problems) < _MAX_REPORTED:
+        if len(self.problems) < MAX_REPORTED:
             self.problems.append((path, line, reason))
 
 

@@ -145,7 +145,7 @@ def _group_texts(obj, task, text_field):
         raise _TooSmall()
     distinct = list(dict.fromkeys(members))
     if len(distinct) < 2:
-        raise BadRecord("group of %d duplicates only (%r)" % (len(members), first[:40]))
+        raise BadRecord("group of %d duplicates only (%r)" % (len(members), first[:40]))   # its start
     return tuple(distinct)
 
 
@@ -175,11 +175,8 @@ class TaskBuilder:
         if not rows:
             return None, 0
         L, pad = self.seq_len, self.specials.pad
-        ids = np.full((len(rows), L), pad, np.int64)
-        segments = np.zeros((len(rows), L), np.int64)
-        for k, (row_ids, row_segments) in enumerate(rows):
-            ids[k, :len(row_ids)] = row_ids
-            segments[k, :len(row_segments)] = row_segments
+        ids = schema.sequence_padding([row_ids for row_ids, _ in rows], L, pad, np.int64)
+        segments = schema.sequence_padding([row_segments for _, row_segments in rows], L, 0, np.int64)
         stats["instances"] = stats.get("instances", 0) + len(rows)
         stats["tokens"] = stats.get("tokens", 0) + int((ids != pad).sum())
         _count_unknown(stats, [row_ids for row_ids, _ in rows], self.specials.unk)
@@ -192,10 +189,7 @@ class TaskBuilder:
         return [ids.astype(np.int64) for ids in self.tokenizer.encode_arrays(list(texts))]
 
     def _seq2seq(self, source, target):
-        s = self.specials
-        ids = np.concatenate([[s.cls], source, [s.sep], target, [s.sep]])
-        segments = np.concatenate([np.zeros(len(source) + 2, np.int64), np.ones(len(target) + 1, np.int64)])
-        return ids, segments
+        return schema.unilm_row(source, target, self.specials.cls, self.specials.sep)
 
     def _seq2seq_rows(self, records, stats, problems):
         encoded = self._encode(t for r in records for t in r.texts)

@@ -127,7 +127,7 @@ _VARINT_CACHE = {}
 
 
 def _varint(n: int) -> bytes:
-    if n < 16384:
+    if n < 1 << 14:   # the varints of one or two bytes, the sizes that recur: cached
         cached = _VARINT_CACHE.get(n)
         if cached is None:
             cached = _VARINT_CACHE[n] = _varint_uncached(n)
@@ -158,7 +158,7 @@ def _prefix(size: int) -> bytes:
     if prefix is None:
         length = struct.pack("<Q", size)
         prefix = length + _masked_crc(length)
-        if len(_PREFIXES) < 65536:
+        if len(_PREFIXES) < 1 << 16:   # distinct record sizes kept (a few MB at most)
             _PREFIXES[size] = prefix
     return prefix
 

@@ -19,7 +19,6 @@ Example:
 
 import abc
 import dataclasses
-import hashlib
 import itertools
 import re
 from typing import List, Optional, Sequence, Tuple
@@ -232,7 +231,9 @@ class Tokenizer(abc.ABC):
 
     def checksum(self) -> str:
         """sha256 of the vocabulary file: recorded in manifests so data and models can be matched."""
-        return _sha256_file(self.path)
+        from storage import fs
+
+        return fs.sha256(self.path)
 
     def describe(self) -> VocabRecord:
         """The record of this vocabulary (without random replacements: the builder adds those)."""
@@ -462,7 +463,3 @@ def _read_vocab_lines(path):
                              "appear once (remove one line)." % (path, token, first[token], number))
         first[token] = number
     return vocab
-
-
-def _sha256_file(path):
-    return hashlib.sha256(_read_bytes(path)).hexdigest()

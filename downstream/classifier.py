@@ -54,6 +54,7 @@ def finetune_classifier(export_dir, train_rows, eval_rows, max_len=64, epochs=3,
     import keras
     import numpy as np
 
+    from data_pipeline.schema import sequence_padding
     from data_pipeline.tokenizer import count_unknown, unknown_warning
     from downstream.adversarial import adversarial_training
     from downstream.backbone import build_transformer_model, check_positions
@@ -75,11 +76,8 @@ def finetune_classifier(export_dir, train_rows, eval_rows, max_len=64, epochs=3,
 
     def encode(rows):
         pairs = [tokenizer.encode(text, maxlen=max_len) for text, _ in rows]
-        pad = tokenizer.special_ids.pad
-        ids = np.full((len(rows), max_len), pad, np.int32)
-        segments = np.zeros((len(rows), max_len), np.int32)
-        for i, (t, s) in enumerate(pairs):
-            ids[i, :len(t)], segments[i, :len(s)] = t, s
+        ids = sequence_padding([t for t, _ in pairs], max_len, tokenizer.special_ids.pad)
+        segments = sequence_padding([s for _, s in pairs], max_len)
         return [ids, segments], np.array([labels.index(label) for _, label in rows])
 
     x_train, y_train = encode(train_rows)

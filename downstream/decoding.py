@@ -21,8 +21,11 @@ under the training masks sees every real prefix token and the generated tokens b
 
 import tensorflow as tf
 
-from pretrain.modeling import _NEG, attention_bias
+from pretrain.modeling import MASKED_LOGIT, attention_bias
 
+# The score of a token or hypothesis that must never be chosen: a true -inf (not MASKED_LOGIT),
+# because scores are summed along a hypothesis and compared with it (`top > NEG_INF`), and a
+# finite value would come back as an ordinary, if very low, score.
 NEG_INF = float("-inf")
 
 
@@ -36,7 +39,7 @@ class CachedStepper:
         """(logits [R, V] after each prefix, loop state)."""
         real = tf.sequence_mask(lengths, tf.shape(ids)[1])
         hidden, self.prefix = self.bert.prefill(ids, segments, attention_bias(real, segments, self.kind))
-        self.prefix_bias = tf.repeat(tf.where(real, 0.0, _NEG), group, axis=0)[:, None, None, :]
+        self.prefix_bias = tf.repeat(tf.where(real, 0.0, MASKED_LOGIT), group, axis=0)[:, None, None, :]
         self.positions = tf.repeat(lengths, group)                                # [R]
         last = tf.gather(hidden, lengths - 1, batch_dims=1)                     # [B, H]
         logits = tf.repeat(self.bert.mlm_logits(last), group, axis=0)           # [R, V]

@@ -43,6 +43,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from data_pipeline.schema import TARGET_SEGMENT, sequence_padding
 from downstream import decoding
 from downstream.backbone import APPLICATIONS, backbone_of, build_transformer_model
 from downstream.tokenization import load_finetune_tokenizer
@@ -107,7 +108,8 @@ class AutoRegressiveDecoder:
         self.jit_compile = jit_compile
         self.max_positions = self.bert.config.max_position_embeddings
         stepper = decoding.CachedStepper if use_cache else decoding.RecomputeStepper
-        self._stepper = lambda: stepper(self.bert, self.kind, 1 if application == "unilm" else 0)
+        generated_segment = TARGET_SEGMENT if application == "unilm" else 0   # LM rows: all 0
+        self._stepper = lambda: stepper(self.bert, self.kind, generated_segment)
         self._functions = {}
 
     # ------------------------------------------------------------------ bert4keras's calls
@@ -229,10 +231,8 @@ class AutoRegressiveDecoder:
         if self.jit_compile:   # few distinct shapes, few XLA compilations
             width = min(-(-width // 16) * 16, self.max_positions)
             prefixes = prefixes + [([0], [0])] * ((1 << (real - 1).bit_length()) - real)
-        ids = np.zeros((len(prefixes), width), np.int32)
-        segments = np.zeros_like(ids)
-        for row, (i, s) in enumerate(prefixes):
-            ids[row, :len(i)], segments[row, :len(s)] = i, s
+        ids = sequence_padding([i for i, _ in prefixes], width)
+        segments = sequence_padding([s for _, s in prefixes], width)
         lengths = np.array([len(p[0]) for p in prefixes], np.int32)
         if strategy == "sample":
             uniforms = np.tile(uniforms, (len(prefixes), 1))                       # [B * n, T]

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from storage import fs
+from data_pipeline.schema import TARGET_SEGMENT, sequence_padding, unilm_row
 from data_pipeline.tokenizer import count_unknown, unknown_warning
 from downstream.backbone import backbone_of, build_transformer_model, check_positions
 from downstream.tokenization import load_finetune_tokenizer
@@ -59,9 +60,10 @@ class Seq2SeqData:
 
     def row(self, source: str, target: str):
         """(token_ids, segment_ids) of one pair."""
-        target_ids = self.tokenizer.encode(target, maxlen=self.max_target_len + 2)[0][1:]
-        source_ids = self.source_ids(source)
-        return source_ids + target_ids, [0] * len(source_ids) + [1] * len(target_ids)
+        target_ids = self.tokenizer.encode(target, maxlen=self.max_target_len + 2)[0]
+        specials = self.tokenizer.special_ids
+        ids, segments = unilm_row(self.source_ids(source)[1:-1], target_ids[1:-1], specials.cls, specials.sep)
+        return ids.tolist(), segments.tolist()
 
     def training_arrays(self, pairs: Sequence[Tuple[str, str]]):
         """([token_ids, segment_ids], next tokens, loss weights), each int32/float32 [N, L] padded
@@ -69,14 +71,11 @@ class Seq2SeqData:
         rows = [self.row(s, t) for s, t in pairs]
         if not rows:
             raise ValueError("No (source, target) pairs to train on.")
-        length = max(len(ids) for ids, _ in rows)
         pad = self.tokenizer.special_ids.pad
-        ids = np.full((len(rows), length), pad, np.int32)
-        segments = np.zeros((len(rows), length), np.int32)
-        for i, (row_ids, row_segments) in enumerate(rows):
-            ids[i, :len(row_ids)], segments[i, :len(row_segments)] = row_ids, row_segments
+        ids = sequence_padding([row_ids for row_ids, _ in rows], value=pad)
+        segments = sequence_padding([row_segments for _, row_segments in rows])
         targets = np.concatenate([ids[:, 1:], np.full((len(rows), 1), pad, np.int32)], axis=1)
-        weights = np.concatenate([segments[:, 1:], np.zeros((len(rows), 1), np.int32)], axis=1)
+        weights = np.concatenate([segments[:, 1:] == TARGET_SEGMENT, np.zeros((len(rows), 1), bool)], axis=1)
         return [ids, segments], targets, weights.astype(np.float32)
 
 

@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from data_pipeline.schema import sequence_padding
 from downstream.backbone import backbone_of, build_transformer_model
 from downstream.tokenization import load_finetune_tokenizer
 from downstream.generation import AutoRegressiveDecoder
@@ -79,9 +80,7 @@ class SimBERT:
         pad = self.tokenizer.special_ids.pad
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            batch = np.full((len(rows), max(len(ids[i]) for i in rows)), pad, np.int32)
-            for r, i in enumerate(rows):
-                batch[r, :len(ids[i])] = ids[i]
+            batch = sequence_padding([ids[i] for i in rows], value=pad)
             out[rows] = self._pool(batch, (batch != pad).astype(np.int32)).numpy()
         return out
 

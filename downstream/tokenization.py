@@ -11,8 +11,7 @@
 import os
 from typing import List, Optional, Sequence
 
-import numpy as np
-
+from data_pipeline import schema
 from data_pipeline import tokenizer as tokenization
 from data_pipeline.google_text import is_cjk
 from pretrain.export_dir import ExportManifest
@@ -81,14 +80,8 @@ def load_finetune_tokenizer(vocab_path: str, lower_case: Optional[bool] = None) 
 Tokenizer = FinetuneTokenizer
 load_tokenizer = load_finetune_tokenizer
 
-
-def sequence_padding(sequences, length: Optional[int] = None, value: int = 0) -> np.ndarray:
-    """Pads (or cuts) lists of ids to one length: int32 [len(sequences), length]."""
-    length = length or max(len(s) for s in sequences)
-    out = np.full((len(sequences), length), value, dtype=np.int32)
-    for row, s in zip(out, sequences):
-        row[:min(len(s), length)] = s[:length]
-    return out
+# bert4keras's `sequence_padding` (int32 [len(sequences), length]), defined with the row layouts.
+sequence_padding = schema.sequence_padding
 
 
 def _recorded_lower_case(vocab_path):

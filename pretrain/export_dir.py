@@ -162,7 +162,7 @@ class ExportDir:
     def config(self):
         """bert_config.json as a `modeling.BertConfig` (read on first use)."""
         if self._config is None:
-            self._config = _checkpoints().read_config(self.config_path)
+            self._config = _checkpoints().read_bert_config(self.config_path)
         return self._config
 
     @property

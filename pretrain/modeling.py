@@ -27,7 +27,12 @@ import tensorflow as tf
 from pretrain import choices
 
 LAYER_NORM_EPSILON = 1e-12
-_NEG = -1e9
+# The "minus infinity" of every mask: the attention bias of a key a token may not see, the logit of
+# a candidate that must get no probability. Finite, so that a row with everything masked still
+# gives a softmax, not NaN (-inf minus -inf), while exp(-1e9 - x) is exactly 0 in float32. It
+# stays float32: float16 (largest 65504) would make it -inf, so biases never take a float16 policy's
+# compute dtype (TransformerBlock's autocast=False); bfloat16 holds it (rounded, still finite).
+MASKED_LOGIT = -1e9
 
 
 @dataclasses.dataclass
@@ -81,7 +86,7 @@ _ACTIVATIONS = {
 
 
 def attention_bias(input_mask, segment_ids, kind: str):
-    """Additive attention bias [B, 1, L, L] (0 where allowed, -1e9 elsewhere), float32."""
+    """Additive attention bias [B, 1, L, L] (0 where allowed, MASKED_LOGIT elsewhere), float32."""
     mask = tf.cast(input_mask, tf.bool)
     length = tf.shape(input_mask)[1]
     allowed = mask[:, None, :]                                       # [B, 1, L]: keys that are real
@@ -95,7 +100,7 @@ def attention_bias(input_mask, segment_ids, kind: str):
         raise ValueError("Unknown attention mask %r" % kind)
     else:
         allowed = tf.broadcast_to(allowed, [tf.shape(mask)[0], length, length])
-    return tf.where(allowed, 0.0, _NEG)[:, None, :, :]
+    return tf.where(allowed, 0.0, MASKED_LOGIT)[:, None, :, :]
 
 
 def fold_in(seed, data):
@@ -397,7 +402,7 @@ class BertPretrainingModel(keras.Model):
         sizes = (rows, prefix_shape[0], rows // prefix_shape[0], prefix_shape[2])
         # Every slot is written once (it holds zeros until then), so adding sets it.
         slot = (tf.cast(tf.equal(slots, step), x.dtype)[None, None, :, None],
-                tf.where(slots <= step, 0.0, _NEG)[None, None, None, :], sizes)
+                tf.where(slots <= step, 0.0, MASKED_LOGIT)[None, None, None, :], sizes)
         updated = []
         for block, prefix, cache in zip(self.blocks, prefix_caches, generated):
             x, cache = block.extend(x, prefix, prefix_bias, cache, slot)

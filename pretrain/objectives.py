@@ -18,13 +18,12 @@ Tasks:
 import tensorflow as tf
 
 from pretrain import choices
-from pretrain.modeling import attention_bias
+from pretrain.modeling import MASKED_LOGIT, attention_bias
 
 TASKS = choices.TASKS   # the tasks implemented here (the config's `task`)
 MASK_KIND = {"mlm": "bidirectional", "unilm": "unilm", "simbert": "unilm", "lm": "causal"}
 SIMILARITY_SCALE = 30.0
 _POOLED = ("nsp", "similarity")   # the losses computed from the pooled [CLS] vector
-_EXCLUDED = -1e12
 
 
 def loss_names(task, with_nsp):
@@ -107,6 +106,6 @@ def _similarity(metrics, pooled, replica_context):
         offset = tf.cast(replica_context.replica_id_in_sync_group, tf.int32) * rows
     logits = SIMILARITY_SCALE * tf.matmul(local, candidates, transpose_b=True)
     own = offset + tf.range(rows)
-    logits += tf.one_hot(own, tf.shape(candidates)[0], on_value=_EXCLUDED, off_value=0.0)
+    logits += tf.one_hot(own, tf.shape(candidates)[0], on_value=MASKED_LOGIT, off_value=0.0)
     partner = offset + tf.bitwise.bitwise_xor(tf.range(rows), 1)
     _add(metrics, "similarity", logits, partner, tf.ones([rows], tf.float32))

@@ -2,8 +2,13 @@
 
 Local files use Python's own I/O (fast, no TensorFlow import). Anything with a URL scheme goes
 through `tf.io.gfile`, imported only then, so building data from local text never pays for TF.
+
+A file's checksums are defined here, once: `sha256` (hex; vocabularies, checkpoints) and `crc32c`
+(base64 of the big-endian CRC32C, the form Cloud Storage reports an object's in; data shards),
+and `ChecksummedWriter` computes the latter while a file is written.
 """
 
+import base64
 import contextlib
 import glob as _glob
 import hashlib
@@ -11,6 +16,12 @@ import io
 import json
 import os
 import shutil
+
+# A remote read is one request per buffer fill: 1 MiB amortises its latency.
+_REMOTE_BUFFER = 1 << 20
+# Checksums read files in 4 MiB pieces: large enough that the per-call cost vanishes, small
+# enough that memory does not grow with the file.
+_CHECKSUM_PIECE = 1 << 22
 
 
 def is_remote(path: str) -> bool:
@@ -34,7 +45,7 @@ def open_read(path: str):
     g = _gfile()
     if not g.exists(path):
         raise FileNotFoundError("No such file: %s" % path)
-    return io.BufferedReader(_GFileRaw(g.GFile(path, "rb")), buffer_size=1 << 20)
+    return io.BufferedReader(_GFileRaw(g.GFile(path, "rb")), buffer_size=_REMOTE_BUFFER)
 
 
 def open_write(path: str):
@@ -80,12 +91,56 @@ def write_json_atomic(path: str, value, indent=2):
 
 
 def sha256(path: str) -> str:
-    """The sha256 of a file, read in 4 MB pieces (hex)."""
+    """The sha256 of a file (hex)."""
     digest = hashlib.sha256()
     with open_read(path) as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
+        for piece in iter(lambda: f.read(_CHECKSUM_PIECE), b""):
+            digest.update(piece)
     return digest.hexdigest()
+
+
+def crc32c(path: str) -> str:
+    """The CRC32C of a file, base64 as Cloud Storage reports an object's (`Blob.crc32c`)."""
+    import google_crc32c
+
+    checksum = google_crc32c.Checksum()
+    with open_read(path) as f:
+        for piece in iter(lambda: f.read(_CHECKSUM_PIECE), b""):
+            checksum.update(piece)
+    return _base64(checksum)
+
+
+def _base64(checksum) -> str:
+    return base64.b64encode(checksum.digest()).decode("ascii")
+
+
+class ChecksummedWriter:
+    """Wraps a binary file being written: counts its bytes and computes its CRC32C (as `crc32c`
+    would from the finished file) on the way."""
+
+    def __init__(self, f):
+        import google_crc32c
+
+        self._f, self._crc, self.bytes = f, google_crc32c.Checksum(), 0
+
+    def write(self, data):
+        self._crc.update(data)
+        self.bytes += len(data)
+        return self._f.write(data)
+
+    def flush(self):
+        self._f.flush()
+
+    @property
+    def name(self):   # gzip writes the file's name into its header: keep the bytes as they were
+        return getattr(self._f, "name", "")
+
+    def close(self):
+        self._f.close()
+
+    @property
+    def crc32c(self) -> str:
+        return _base64(self._crc)
 
 
 def copy(src: str, dst: str):

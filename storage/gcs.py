@@ -14,9 +14,10 @@ TensorFlow's own GCS filesystem does not: its endpoints are fixed to googleapis.
 gs:// paths that go through `tf.io.gfile` cannot be pointed at an emulator.
 """
 
-import base64
 import os
 import uuid
+
+from storage import fs
 
 DEFAULT_TIMEOUT = 10.0   # seconds per request in the preflight
 
@@ -137,21 +138,10 @@ def _endpoint():
 
 # ------------------------------------------------------------------------------ transfers
 
-def crc32c(path: str) -> str:
-    """The CRC32C of a local file, base64-encoded as GCS reports it (`Blob.crc32c`)."""
-    import google_crc32c
-
-    checksum = google_crc32c.Checksum()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            checksum.update(chunk)
-    return base64.b64encode(checksum.digest()).decode("ascii")
-
-
 def check_object(blob, local_path: str):
     """Raises GcsError unless the stored object has the size and CRC32C of the local file."""
     blob.reload()
-    size, local = os.path.getsize(local_path), crc32c(local_path)
+    size, local = os.path.getsize(local_path), fs.crc32c(local_path)
     if blob.size != size or blob.crc32c != local:
         raise GcsError("gs://%s/%s does not match %s: %s bytes, crc32c %s stored vs %d bytes, crc32c "
                        "%s local. The transfer was corrupted; run the command again."

@@ -30,7 +30,8 @@ from storage import fs
 LOCK_FILE = ".lock"
 READERS = ".readers"        # a directory's readers: one lock file each (READERS/<host>-<pid>.lock)
 DEFAULT_LEASE = 120.0       # seconds without a heartbeat after which another host may take over
-DEFAULT_HEARTBEAT = 30.0
+DEFAULT_HEARTBEAT = 30.0    # a quarter of the lease: three beats may fail (a storage hiccup) in one
+_JOIN_TIMEOUT = 10.0        # seconds release() waits for the heartbeat thread (it may be mid-write)
 
 
 class LockError(RuntimeError):
@@ -38,6 +39,16 @@ class LockError(RuntimeError):
 
 
 class DirectoryLock:
+    """The lock of one directory, owned by the process that acquires it.
+
+    Lifecycle: made (nothing happens yet), `acquire()`d (the lock file is written, or a LockError
+    names the live holder; a dead holder's lock is taken over), then held: a daemon thread
+    rewrites its heartbeat every `heartbeat` seconds, so hosts that cannot see this process know
+    it lives. `release()` (or leaving the `with` block) stops the thread and deletes the file, if
+    it is still this process's; releasing twice, or a lock never acquired, does nothing. If this
+    process dies instead, the file stays and the next `acquire()` finds its holder dead.
+    """
+
     def __init__(self, directory: str, what: str, lease: float = DEFAULT_LEASE,
                  heartbeat: float = DEFAULT_HEARTBEAT, log=None, path: str = None):
         """`path`: the lock file, when not directory/.lock: a directory that must stay empty
@@ -82,7 +93,7 @@ class DirectoryLock:
             return
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=_JOIN_TIMEOUT)
         self._store.delete()
         self.held = False
 
@@ -161,8 +172,8 @@ def _process_start(pid):
     """A process's start time (clock ticks since boot, Linux), True if it runs (elsewhere), or
     None when no such process exists."""
     try:
-        with open("/proc/%d/stat" % pid) as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/%d/stat" % pid) as f:   # field 22, starttime; the name (field 2) may hold
+            return int(f.read().rsplit(")", 1)[1].split()[19])   # spaces, so count after its ")"
     except FileNotFoundError:
         return None
     except OSError:

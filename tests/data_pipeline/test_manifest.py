@@ -10,8 +10,9 @@ import pytest
 
 from data_pipeline import builder, loader, sources
 from data_pipeline.instances import InstanceConfig
-from data_pipeline.manifest import MANIFEST_FILE, Manifest, ManifestError, crc32c_of
+from data_pipeline.manifest import MANIFEST_FILE, Manifest, ManifestError
 from data_pipeline.tokenizer import VocabRecord, load_tokenizer
+from storage.fs import crc32c as crc32c_of
 
 
 @pytest.fixture(scope="module")
