@@ -1,8 +1,9 @@
 """A small real-text corpus derived from the project itself, for the quickstart and the tests.
 
-English: the project's README, WORKSPACE.md and module docstrings, one sentence per line, a blank
-line between documents (Google's convention). Chinese: `sample_zh.txt` beside this file, short
-original paragraphs written for the project. Nothing is downloaded.
+English: the project's documentation (README.md, the manual in docs/, WORKSPACE.md,
+benchmarks/README.md) and module docstrings, one sentence per line, a blank line between documents
+(Google's convention). Chinese: `sample_zh.txt` beside this file, short original paragraphs
+written for the project. Nothing is downloaded.
 """
 
 import ast
@@ -15,8 +16,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(\[])")
 
 def english_documents():
     docs = []
-    for name in ("README.md", "WORKSPACE.md"):
-        path = os.path.join(_ROOT, name)
+    for path in documentation():
         if os.path.exists(path):
             docs.extend(p for p in open(path, encoding="utf-8").read().split("\n\n"))
     for package in ("data_pipeline", "launch", "pretrain", "downstream", "configs"):
@@ -28,6 +28,16 @@ def english_documents():
         if found:
             out.append(found)
     return out
+
+
+def documentation():
+    """The project's Markdown files in reading order: the front page, the manual, the operator's guide,
+    the benchmarks (the manual's pages sorted by name, so the corpus is the same on every machine)."""
+    docs = os.path.join(_ROOT, "docs")
+    manual = sorted(os.path.join(docs, n) for n in os.listdir(docs) if n.endswith(".md")) \
+        if os.path.isdir(docs) else []
+    return ([os.path.join(_ROOT, "README.md")] + manual
+            + [os.path.join(_ROOT, "WORKSPACE.md"), os.path.join(_ROOT, "benchmarks", "README.md")])
 
 
 def sentences(text, min_words):

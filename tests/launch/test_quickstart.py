@@ -1,12 +1,14 @@
-"""The README's first command, as a new user runs it (shortened with --steps): corpus, vocabulary,
-shards, a masked batch, pretraining, the held-out accuracy; no TensorFlow start-up noise; a second
-run resumes the finished run instead of training again; a bad --steps is one line."""
+"""The README's first command, as a new user runs it (read from README.md, its --workdir moved to a
+temporary directory, shortened with --steps): corpus, vocabulary, shards, a masked batch,
+pretraining, the held-out accuracy; no TensorFlow start-up noise; a second run resumes the finished
+run instead of training again; a bad --steps is one line."""
 
 import os
 import signal
 import subprocess
 import sys
 
+from tests import doc_commands
 from tests.tf_noise import env_without_log_level, start_up_noise
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -18,9 +20,16 @@ def _quickstart(*args):
                           env=env_without_log_level(PYTHONPATH=ROOT))
 
 
+def _readme_command(workdir):
+    """The flags of the README's main job (`python -m launch.quickstart ...`), --workdir replaced."""
+    (main,), _ = doc_commands.readme_first_commands()
+    assert main.module == "launch.quickstart" and any(a.startswith("--workdir=") for a in main.args), main
+    return ["--workdir=%s" % workdir if a.startswith("--workdir=") else a for a in main.args]
+
+
 def test_quickstart_trains_reports_and_resumes(tmp_path):
     workdir = str(tmp_path / "quickstart")
-    done = _quickstart("--workdir=%s" % workdir, "--steps=4")
+    done = _quickstart(*_readme_command(workdir), "--steps=4")
     assert done.returncode == 0, done.stderr[-3000:]
     assert not start_up_noise(done.stderr), start_up_noise(done.stderr)
     assert "held-out MLM accuracy" in done.stdout and "unigram baseline" in done.stdout
