@@ -1,0 +1,105 @@
+"""The transformers side of the HF interop tests, run by the Python of a separate environment that
+has torch and transformers 5 (and no need for TensorFlow): tests/export/test_hf_format.py starts it.
+
+    python hf_check.py load DIR CASES.json PROBS.npz
+        Loads DIR with AutoTokenizer and AutoModelForMaskedLM (AutoModelForCausalLM when
+        config.json says is_decoder) and checks, case by case, that the tokenizer gives our
+        ids and segment ids and the model our MLM probabilities (max |dp| <= 1e-5).
+    python hf_check.py make KIND DIR VOCAB OUT.npz
+        Writes a small randomly initialised BertForMaskedLM (KIND "bert") or RobertaForMaskedLM
+        ("roberta") of VOCAB's size to DIR with save_pretrained (a BertTokenizer over VOCAB with
+        the BERT one), then saves random
+        input ids and the model's MLM probabilities on them to OUT.npz.
+
+Imports neither TensorFlow nor the project. Exit status 0 when every check holds; the failures
+are printed otherwise.
+"""
+
+import json
+import sys
+
+import numpy as np
+
+PROB_TOLERANCE = 1e-5
+
+
+def load(directory, cases_path, probs_path):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(directory)
+    auto = AutoModelForCausalLM if config.is_decoder else AutoModelForMaskedLM
+    model, info = auto.from_pretrained(directory, output_loading_info=True)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    failures = ["%s: %s" % (k, sorted(v)) for k, v in info.items() if v and k != "error_msgs"]
+    with open(cases_path, encoding="utf-8") as f:
+        cases = json.load(f)
+    ours = np.load(probs_path)
+    worst = 0.0
+    for n, case in enumerate(cases):
+        args = [case["a"]] + ([case["b"]] if case["b"] is not None else [])
+        encoded = tokenizer(*args)
+        if encoded["input_ids"] != case["ids"] or encoded["token_type_ids"] != case["segments"]:
+            failures.append("case %d %r: transformers' ids %s / %s, ours %s / %s" % (
+                n, args, encoded["input_ids"], encoded["token_type_ids"], case["ids"], case["segments"]))
+            continue
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([case["ids"]]),
+                           token_type_ids=torch.tensor([case["segments"]]),
+                           attention_mask=torch.ones(1, len(case["ids"]), dtype=torch.long)).logits
+        probs = torch.softmax(logits[0].double(), dim=-1).numpy()
+        delta = float(np.abs(probs - ours["case%d" % n]).max())
+        worst = max(worst, delta)
+        if delta > PROB_TOLERANCE:
+            failures.append("case %d %r: max |dp| = %.3g" % (n, args, delta))
+    print("%s (%s): %d cases, max |dp| = %.3g" % (type(model).__name__, type(tokenizer).__name__,
+                                                   len(cases), worst))
+    return failures
+
+
+def make(kind, directory, vocab, out):
+    import torch
+    from transformers import (BertConfig, BertForMaskedLM, BertTokenizer, RobertaConfig,
+                              RobertaForMaskedLM)
+
+    torch.manual_seed(0)
+    with open(vocab, encoding="utf-8") as f:
+        size = len(f.read().split("\n")) - 1
+    shape = dict(vocab_size=size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=64, hidden_act="gelu")
+    if kind == "roberta":   # Google's LayerNorm epsilon, so that outputs can be compared exactly
+        model = RobertaForMaskedLM(RobertaConfig(max_position_embeddings=42, type_vocab_size=1,
+                                                 layer_norm_eps=1e-12, **shape))
+    else:
+        model = BertForMaskedLM(BertConfig(max_position_embeddings=40, **shape))
+    with torch.no_grad():   # weights far from the initialisation, so that the outputs say something
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.3)
+    model.eval()
+    model.save_pretrained(directory)
+    if kind == "bert":   # transformers 5 saves tokenizer.json and no vocab.txt
+        BertTokenizer(vocab, do_lower_case=True).save_pretrained(directory)
+    rng = np.random.default_rng(0)
+    # No [PAD] (0, our padding) and, for RoBERTa, no id 1 (its padding_idx) among the inputs.
+    ids = rng.integers(2, size, size=(3, 12))
+    segments = rng.integers(0, 2, size=(3, 12)) if kind == "bert" else np.zeros((3, 12), np.int64)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor(ids), token_type_ids=torch.tensor(segments)).logits
+    np.savez(out, ids=ids, segments=segments, probs=torch.softmax(logits.double(), -1).numpy())
+    print("wrote %s (%s) to %s" % (type(model).__name__, kind, directory))
+    return []
+
+
+def main(argv):
+    import torch
+
+    torch.set_num_threads(1)
+    failures = load(*argv[1:]) if argv[0] == "load" else make(*argv[1:])
+    for failure in failures:
+        print("FAIL", failure)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
