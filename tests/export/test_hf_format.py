@@ -14,11 +14,11 @@ import subprocess
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from data_pipeline import vocab as vocab_builder
 from downstream import build_transformer_model, load_finetune_tokenizer
 from pretrain import google_checkpoint, hf_format
+from pretrain.export_dir import ExportDir
 from pretrain.hf_format import HFFormatError
 from pretrain.modeling import BertConfig, build_model, google_variables
 from tests.tolerances import PROBABILITY
@@ -36,13 +36,9 @@ SENTENCES = [("The quick brown fox jumps over the lazy dog.", None),
 
 def export_contents(directory):
     """(values {Google name: array}, BertConfig, vocab path, lower_case) of an export directory."""
-    prefix = google_checkpoint.resolve(directory)
-    reader = tf.train.load_checkpoint(prefix)
-    values = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
-    with open(os.path.join(directory, google_checkpoint.EXPORT_MANIFEST)) as f:
-        lower_case = json.load(f)["vocab"]["lower_case"]
-    return (values, google_checkpoint.read_config(os.path.join(directory, google_checkpoint.BERT_CONFIG)),
-            google_checkpoint.vocab_beside(prefix), lower_case)
+    export = ExportDir(directory)
+    values = {name: export.reader.get_tensor(name) for name in export.variables}
+    return values, export.config, export.require_vocab(), export.lower_case
 
 
 def with_nsp(values, config, seed=0):
@@ -347,7 +343,8 @@ def test_transformers_loads_our_export(exported, hf_python, tmp_path, task, appl
 
 
 def export_files_of(directory):
-    return (os.path.join(directory, google_checkpoint.BERT_CONFIG), google_checkpoint.resolve(directory))
+    export = ExportDir(directory)
+    return export.config_path, export.prefix
 
 
 def test_transformers_loads_a_sentencepiece_export(corpus_dir, hf_python, tmp_path):
