@@ -60,10 +60,13 @@ def test_every_mask_uses_modelings_minus_infinity():
     assert bias.dtype == tf.float32
     assert set(np.unique(bias.numpy()).tolist()) == {0.0, modeling.MASKED_LOGIT}
     # Large negative literals are written once: MASKED_LOGIT, and decoding's true -inf for scores
-    # (a benchmark's output bias, a weight and not a mask, is the one other).
+    # (the others are not masks: a benchmark's output bias, a weight; and the score below every
+    # SentencePiece control piece that keeps transformers' Unigram from matching them in text).
     found = _minus_infinities()
     assert found == ["benchmarks/generation.py: values[\"cls/predictions/output_bias\"][0] = -1e4",
                      "downstream/decoding.py: NEG_INF = float(\"-inf\")",
+                     "pretrain/hf_format.py: floor = min([score for (_, score), t in zip(vocab, types) "
+                     "if t == 1] + [0.0]) - 1e6",
                      "pretrain/modeling.py: MASKED_LOGIT = -1e9"], found
 
 
