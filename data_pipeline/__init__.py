@@ -1,6 +1,6 @@
 """Raw text to pretraining TFRecords, and the tf.data loader that feeds them.
 
-    python -m launch.build_data --config=configs/data/<name>.py      # or, from Python:
+    python -m launch.build_data --config=configs/data/base.py --input=a.txt --output_dir=data/x  # or:
     manifest = builder.build(builder.BuildConfig(output_dir="data/x", vocab="vocab.txt",
                                                  source=sources.SourceConfig(("a.txt",))))
     dataset = loader.make_dataset(manifest, batch_size=256, seed=1, epoch=0)
