@@ -168,16 +168,16 @@ class _CountFile:
     """A file's items, its read statistics, and (dedup) each item's text key."""
 
     def __init__(self, c: BuildConfig, dedup: bool):
-        self.c, self.dedup = c, dedup
+        self.config, self.dedup = c, dedup
 
     def __call__(self, element):
         index, path = element
         stats = sources.ReadStats()
         if path.startswith(sources.TFDS_PREFIX) and not self.dedup:
-            n = sources.count_tfds_documents(self.c.source, path)
+            n = sources.count_tfds_documents(self.config.source, path)
         else:
             n = 0
-            for item in tasks.iter_items(self.c.task, self.c.source, [path], stats):
+            for item in tasks.iter_items(self.config.task, self.config.source, [path], stats):
                 if self.dedup:
                     yield pvalue.TaggedOutput("keys", (mixing.text_key(mixing.item_text(item)), (index, n)))
                 n += 1
@@ -265,7 +265,7 @@ class _ReadEntries(beam.DoFn):
     stream entries that falls in one chunk."""
 
     def __init__(self, c, mix):
-        self.c, self.mix = c, mix
+        self.config, self.mix = c, mix
         self._plans = None   # per worker, from the layout side input
 
     def process(self, element, layout):
@@ -273,8 +273,8 @@ class _ReadEntries(beam.DoFn):
         if self._plans is None:
             self._plans = mixing.path_plans(self.mix, layout.counted)
         stats = sources.ReadStats()
-        items = tasks.iter_items(self.c.task, self.c.source, [path], stats)
-        size, position = self.c.docs_per_chunk, layout.first_entry[index]
+        items = tasks.iter_items(self.config.task, self.config.source, [path], stats)
+        size, position = self.config.docs_per_chunk, layout.first_entry[index]
         run, run_start = [], position
         for entry in mixing.entries_of(items, self._plans[index]):
             if run and position % size == 0:
@@ -320,7 +320,7 @@ class _WriteShard(beam.DoFn):
     """(split, shard) and its chunks -> the shard, in a temporary file, with its statistics."""
 
     def __init__(self, c, shards_dir):
-        self.c, self.shards_dir = c, shards_dir
+        self.config, self.shards_dir = c, shards_dir
 
     def process(self, group, layout):
         (split, shard), chunks = group
@@ -331,7 +331,7 @@ class _WriteShard(beam.DoFn):
         # The temporary name ends like the local builder's: gzip records it in its header.
         tmp = fs.join(self.shards_dir, name + ".tmp")
         raw = ChecksummedWriter(fs.open_write(tmp))
-        out = RecordFile(raw, self.c.compress)
+        out = RecordFile(raw, self.config.compress)
         counter = collections.Counter()
         for _, path, examples, stats in sorted(chunks, key=lambda x: x[0]):
             if path:

@@ -198,7 +198,7 @@ def make_manifest(c, processor, paths, plan: Plan, state: BuildState, read_stats
         task=c.task.task,
         task_config=dataclasses.asdict(c.task),
         mode=c.mode,
-        record_format=processor.s.record_format if mlm else tasks.RECORD_FORMAT[c.task.task],
+        record_format=processor.settings.record_format if mlm else tasks.RECORD_FORMAT[c.task.task],
         compression="GZIP" if c.compress else None,
         seq_len=c.instance.seq_len,
         max_predictions_per_seq=c.masking.max_predictions if mlm else None,

@@ -74,7 +74,7 @@ class _ShardWriter:
     the manifest."""
 
     def __init__(self, c: BuildConfig, plan: Plan, state: BuildState):
-        self.c, self.state = c, state
+        self.config, self.state = c, state
         self.pending = {split: collections.deque(s for s in shards if s.file not in state.finished)
                         for split, shards in plan.splits.items()}
         self.open = {}  # split -> (PlannedShard, RecordFile, ChecksummedWriter, counters)
@@ -104,11 +104,11 @@ class _ShardWriter:
                 self._close(split)
 
     def _tmp(self, shard):
-        return fs.join(self.c.output_dir, shard.file + ".tmp")
+        return fs.join(self.config.output_dir, shard.file + ".tmp")
 
     def _create(self, shard):
         raw = ChecksummedWriter(fs.open_write(self._tmp(shard)))
-        return RecordFile(raw, self.c.compress), raw
+        return RecordFile(raw, self.config.compress), raw
 
     def _close(self, split):
         queue = self.pending[split]
@@ -119,9 +119,9 @@ class _ShardWriter:
         else:
             _, f, raw, counter = self.open.pop(split)
         f.close()
-        fs.rename(self._tmp(shard), fs.join(self.c.output_dir, shard.file))
+        fs.rename(self._tmp(shard), fs.join(self.config.output_dir, shard.file))
         self.state.finished[shard.file] = FinishedShard(dict(counter), raw.bytes, raw.crc32c)
-        self.state.save(self.c.output_dir)
+        self.state.save(self.config.output_dir)
 
     def close_temporary(self):
         """Closes and removes the shards being written (after a write error: a full disk keeps
@@ -137,7 +137,7 @@ class _ShardWriter:
     def abort(self):
         """Removes everything this build wrote (temporary and finished shards, state)."""
         self.close_temporary()
-        out = self.c.output_dir
+        out = self.config.output_dir
         for name in fs.listdir(out):
             if ".tfrecord" in name or name == STATE_FILE:
                 fs.remove(fs.join(out, name))

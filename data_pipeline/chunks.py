@@ -43,7 +43,7 @@ class ChunkProcessor:
         from data_pipeline.segmenter import make_segmenter
         from data_pipeline.tokenizer import load_tokenizer
 
-        self.s = settings
+        self.settings = settings
         self.tokenizer = load_tokenizer(settings.vocab, lower_case=settings.lower_case)
         self.specials = self.tokenizer.special_ids
         self.word_start_table = self.tokenizer.word_start_table()
@@ -66,8 +66,8 @@ class ChunkProcessor:
         `documents` are the chunk's items: lists of sentences, or `tasks.Record`s. The stats of a
         structured task carry `problems`: (origin, reason) of the records it could not use.
         """
-        first_doc = chunk_index * self.s.docs_per_chunk
-        is_eval = _eval_docs(self.s.seed, first_doc, len(documents), self.s.eval_fraction)
+        first_doc = chunk_index * self.settings.docs_per_chunk
+        is_eval = _eval_docs(self.settings.seed, first_doc, len(documents), self.settings.eval_fraction)
         if self.task_builder is not None:
             return self._process_task(chunk_index, documents, is_eval)
         tokens, tokenized = self._tokenize(documents)
@@ -88,11 +88,11 @@ class ChunkProcessor:
         stats, problems, out, counts = {}, [], {}, {}
         for split, want_eval in (("train", False), ("eval", True)):
             chosen = [x for x, e in zip(items, is_eval) if e == want_eval]
-            rng = random.Random("%d/%d/%s" % (self.s.seed, chunk_index, split))
+            rng = random.Random("%d/%d/%s" % (self.settings.seed, chunk_index, split))
             columns, n = self.task_builder.columns(chosen, rng, stats, problems)
             out[split] = b""
             if n:
-                order = np.random.default_rng(_seed_words(self.s.seed, chunk_index, split)).permutation(n)
+                order = np.random.default_rng(_seed_words(self.settings.seed, chunk_index, split)).permutation(n)
                 columns = {k: ([v[i] for i in order] if isinstance(v, list) else v[order])
                            for k, v in columns.items()}
                 out[split] = tfrecord.encode_framed(columns, self.float_keys)
@@ -132,7 +132,7 @@ class ChunkProcessor:
 
     def _records(self, chunk_index, split, tokens, docs, stats):
         """(framed records of one split of the chunk, shuffled; their count; masked tokens)."""
-        s = self.s
+        s = self.settings
         if not docs:
             return b"", 0, 0
         copies = self._copies(chunk_index, split, tokens, docs, stats)
@@ -162,7 +162,7 @@ class ChunkProcessor:
     def _copies(self, chunk_index, split, tokens, docs, stats):
         """[(ids, word starts, segment ids [N, seq_len], labels [N, 1])]: one per masked copy
         (`dupe_factor` in static mode, else one)."""
-        s = self.s
+        s = self.settings
         passes = s.dupe_factor if s.record_format == schema.GOOGLE else 1
         if s.instance.layout != "pack":
             # Pairs are drawn again for each copy, as google-research/bert does.
@@ -178,7 +178,7 @@ class ChunkProcessor:
     def _instances(self, chunk_index, dupe, split, tokens, docs, stats):
         """ids, word starts, segment ids [N, seq_len], labels [N, 1] of one copy of the instances,
         and what making them added to `stats`."""
-        s = self.s
+        s = self.settings
         rng = random.Random("%d/%d/%d/%s" % (s.seed, chunk_index, dupe, split))
         before = dataclasses.astuple(stats)
         layout = make_instances(docs, s.instance, self.specials.cls, self.specials.sep, rng, stats)
@@ -187,9 +187,9 @@ class ChunkProcessor:
         return ids, starts, segments, np.array(layout.labels, dtype=np.int64).reshape(-1, 1), added
 
     def _static_columns(self, ids, starts, segments, labels, example_ids, epochs):
-        m = masking.mask_np(ids, starts, example_ids, seed=self.s.seed, epoch=epochs,
+        m = masking.mask_np(ids, starts, example_ids, seed=self.settings.seed, epoch=epochs,
                             special_ids=self.specials, replacement_ids=self.replacement_ids,
-                            config=self.s.masking)
+                            config=self.settings.masking)
         real = ids != self.specials.pad
         return {
             # Google's layout pads with 0 whatever the vocabulary's [PAD] id is.
