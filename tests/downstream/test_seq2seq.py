@@ -78,6 +78,11 @@ def test_finetune_cli_on_the_pipeline_export(exported, tmp_path):
     manifest = json.load(open(output / "export_manifest.json"))
     assert manifest["run_config"]["settings"]["epochs"] == 1 and "launch.finetune_seq2seq" in \
         manifest["run_config"]["settings"]["command"]
+    # A run whose eval decodes adds its scores to the export's metrics; covered text gives no [UNK]
+    # warning (the Korean pairs of the next test do).
+    assert {"train", "eval", "eval_lead_%d" % result["lead_n"]} <= set(manifest["metrics"]), \
+        manifest["metrics"]
+    assert "[UNK]" not in done.stderr, done.stderr[-2000:]
     cli("launch.finetune_seq2seq", "--export=%s" % exported, "--train=%s" % (tmp_path / "pairs" / "train.jsonl"),
         "--eval=%s" % (tmp_path / "pairs" / "eval.jsonl"), "--output=%s" % output, expect=2)
 
@@ -109,12 +114,8 @@ def test_finetune_checks_its_flags_before_training_and_saves_before_decoding(exp
     manifest = json.load(open(tmp_path / "out" / "export_manifest.json"))
     assert manifest["task"] == "unilm" and set(manifest["metrics"]) == {"train"}
     assert any("of the tokens of the training pairs are [UNK]" in line for line in logs), logs
-    logs.clear()
-    seq2seq.finetune(exported, train, train, str(tmp_path / "again"), max_source_len=8, max_target_len=4,
-                     epochs=1, log=logs.append)
-    manifest = json.load(open(tmp_path / "again" / "export_manifest.json"))   # eval scores join it
-    assert {"train", "eval", "eval_lead_1"} <= set(manifest["metrics"]), manifest["metrics"]
-    assert not any("[UNK]" in line for line in logs), logs
+    # That a run whose eval succeeds adds its scores, without the warning on covered text, is
+    # checked on the command's run above (test_finetune_cli_on_the_pipeline_export).
 
 
 def test_bad_input_lines_are_named(tmp_path, exported):
