@@ -24,17 +24,8 @@ def launch_export(*args):
                           env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"))
 
 
-@pytest.fixture(scope="module")
-def exported_hf(trained_run, tmp_path_factory):
-    """The run's step 4, exported by the command line with --format=google,hf."""
-    output = str(tmp_path_factory.mktemp("exports") / "mlm" / "4")
-    done = launch_export("--workdir=%s" % trained_run[0], "--output=%s" % output, "--format=google,hf")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "hf/model.safetensors" in done.stdout
-    return output
-
-
 def test_google_and_hf_in_one_command(trained_run, exported, exported_hf):
+    """exported_hf (conftest) is the command line's export with --format=google,hf."""
     google_only = ExportDir(exported).manifest
     manifest = ExportDir(exported_hf).manifest
     assert manifest.formats == {"google": ".", "hf": "hf"} and google_only.formats == {"google": "."}
