@@ -31,7 +31,8 @@ flags.DEFINE_string("vocab", None, "The vocabulary file, for runs from before th
                     "copied into the run directory, when the one their data manifest names is not "
                     "readable here (checked against its sha256).")
 flags.DEFINE_string("format", "google", "Comma-separated formats: google (always written, at the top "
-                    "of --output), hf (a transformers directory in OUTPUT/hf/).")
+                    "of --output), hf (a transformers directory in OUTPUT/hf/), sentence_transformers "
+                    "(OUTPUT/hf/ loads as a SentenceTransformer too: SimBERT's vectors).")
 flags.mark_flags_as_required(["workdir", "output"])
 
 

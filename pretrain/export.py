@@ -15,6 +15,9 @@ slots, no step counters):
     hf/                                 with formats=("google", "hf"): the same weights as a
                                         transformers 5 directory (config.json, model.safetensors,
                                         tokenizer files, README.md model card; `hf_format`)
+                                        formats=(..., "sentence_transformers") adds modules.json
+                                        and 1_Pooling/ 2_Dense/ 3_Normalize/ to it (SimBERT's
+                                        vectors; weights whose pooler was trained)
 
 The Google layout is always at the top: it is what the manifest describes, what this project's
 loaders and continued pretraining read, and what existing users expect there. Other formats are
@@ -76,7 +79,8 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
         here (checked against the manifest's sha256).
       log: a function taking one line of progress text.
       formats: what to write besides the Google layout (always written, at the top): "hf" adds a
-        transformers directory in output/hf/.
+        transformers directory in output/hf/; "sentence_transformers" (implies "hf") makes that
+        directory a sentence-transformers model too.
 
     Returns:
       The export's manifest (written as output/export_manifest.json).
@@ -328,13 +332,16 @@ def _metrics(rundir, step):
 
 def format_dirs(formats) -> dict:
     """{format: subdirectory} of the formats asked for ("google,hf" or a sequence of names); the
-    Google layout is always among them. An ExportError names an unknown format."""
+    Google layout is always among them, and hf where sentence_transformers is (its directory). An
+    ExportError names an unknown format."""
     names = formats.split(",") if isinstance(formats, str) else list(formats)
     names = [name.strip() for name in names if name.strip()]
     unknown = [name for name in names if name not in FORMAT_DIRS]
     if unknown:
         raise ExportError("--format=%s: unknown format %s; use a comma-separated list of %s."
                           % (",".join(names), ", ".join(unknown), ", ".join(FORMAT_DIRS)))
+    if "sentence_transformers" in names:
+        names.append("hf")
     return {name: FORMAT_DIRS[name] for name in FORMAT_DIRS if name == "google" or name in names}
 
 
@@ -348,6 +355,13 @@ def _check_formats(formats, config):
 
 
 def _write(staging, values, config, vocab_info, heads, run, source, metrics, formats, card):
+    task = run.get("task") or "mlm"
+    pooler_trained = heads["pooler_trained"] or task not in ("mlm", "unilm", "lm")   # or fine-tuned
+    if "sentence_transformers" in formats and not pooler_trained:
+        raise ExportError("--format=sentence_transformers: this run (task %s%s) never trained its pooler, "
+                          "whose [CLS] vectors a sentence-transformers model gives: export a SimBERT "
+                          "run (task simbert), or one trained with NSP." % (task, ", no NSP"
+                                                                            if not heads["nsp"] else ""))
     google_checkpoint.write_checkpoint(values, os.path.join(staging, CHECKPOINT))
     with open(os.path.join(staging, BERT_CONFIG), "w") as f:
         json.dump(config.to_dict(), f, indent=2)
@@ -358,7 +372,9 @@ def _write(staging, values, config, vocab_info, heads, run, source, metrics, for
         try:
             hf_format.write_hf_dir(os.path.join(staging, formats["hf"]), values, config,
                                    os.path.join(staging, vocab_file), vocab_info.lower_case,
-                                   run.get("task") or "mlm", card=card)
+                                   task, card=card)
+            if "sentence_transformers" in formats:
+                hf_format.write_sentence_transformers(os.path.join(staging, formats["hf"]), values, config)
         except hf_format.HFFormatError as e:
             raise ExportError("--format=hf: %s" % e)
     files = {name: {"bytes": os.path.getsize(os.path.join(staging, name)),

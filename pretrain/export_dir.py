@@ -11,7 +11,8 @@
       vocab.txt | sentencepiece.model       named by the manifest; a release has vocab.txt
       export_manifest.json                  `ExportManifest`; absent from a release
       hf/                                   only where the manifest's `formats` names it: the same
-                                            weights as a transformers directory (`hf_format`)
+                                            weights as a transformers directory (`hf_format`), and
+                                            with sentence_transformers, its modules too
 
 The file names are defined here and nowhere else (`google_checkpoint` takes CHECKPOINT from here).
 `ExportDir` opens a directory once: the checkpoint prefix is resolved once, the manifest and the
@@ -43,7 +44,8 @@ FORMAT = "google-bert-checkpoint"
 # at the top of every export, so a reader that does not know the key reads what it always read.
 FORMAT_VERSION = 1
 # The formats an export can hold, by name, and the subdirectory each is written to ("." the top).
-FORMAT_DIRS = {"google": ".", "hf": "hf"}
+# sentence_transformers adds its files (modules.json, 1_Pooling/, ...) to the transformers directory.
+FORMAT_DIRS = {"google": ".", "hf": "hf", "sentence_transformers": "hf"}
 GOOGLE_ONLY = {"google": "."}
 
 

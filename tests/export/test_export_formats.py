@@ -89,3 +89,14 @@ def test_the_command_line_refuses_factorized_embeddings_in_one_line(trained_run,
     assert done.returncode == 2 and not (tmp_path / "out").exists()
     lines = [line for line in done.stderr.splitlines() if line.startswith("export: error:")]
     assert len(lines) == 1 and "factorized embeddings (embedding_size=16, hidden_size=32" in lines[0]
+
+
+def test_sentence_transformers_needs_a_trained_pooler(trained_run, tmp_path):
+    """An MLM run without NSP never trained its pooler: refused, nothing left behind. (SimBERT
+    exports: tests/export/test_hf_format.py, against sentence-transformers itself.)"""
+    with pytest.raises(export.ExportError, match=r"--format=sentence_transformers: this run \(task mlm, "
+                                                 "no NSP\\) never trained its pooler"):
+        export.export(trained_run[0], str(tmp_path / "st"), formats="sentence_transformers")
+    assert os.listdir(tmp_path) == []
+    assert export.format_dirs("sentence_transformers") == {"google": ".", "hf": "hf",
+                                                           "sentence_transformers": "hf"}
