@@ -2,13 +2,18 @@ r"""Exports a pretraining run as a Google BERT checkpoint directory for fine-tun
 
     python -m launch.export --workdir=workspace/runs/base --output=workspace/exports/base/100000
     python -m launch.export --workdir=gs://b/runs/base --output=gs://b/exports/base/ema --ema
+    python -m launch.export --workdir=workspace/runs/base --output=workspace/exports/base/4 \
+        --format=google,hf
 
 Writes bert_config.json, bert_model.ckpt.{index,data-00000-of-00001} (Google's variable names),
 the vocabulary and export_manifest.json; the latest checkpoint unless --step is given. Load it with
 `downstream.build_transformer_model(config, checkpoint)`, bert4keras, HF transformers' TF loader or
-google-research/bert's run_classifier.py. Re-running the same command does nothing; an output
-holding another export is refused, and so is a second export to an output while one writes it
-(a lock file .<output name>.lock beside it). gs:// paths are checked first (`storage.gcs.preflight`).
+google-research/bert's run_classifier.py. --format=google,hf (or --format=hf: the Google layout
+is always written) adds OUTPUT/hf/, a directory transformers 5 loads (`from_pretrained`); a model
+it cannot hold (factorized embeddings) is refused before anything is written. Re-running the same
+command does nothing; an output holding another export is refused, and so is a second export to
+an output while one writes it (a lock file .<output name>.lock beside it). gs:// paths are checked
+first (`storage.gcs.preflight`).
 """
 
 import sys
@@ -25,6 +30,9 @@ flags.DEFINE_bool("ema", False, "Export the run's exponential moving average of 
 flags.DEFINE_string("vocab", None, "The vocabulary file, for runs from before the vocabulary was "
                     "copied into the run directory, when the one their data manifest names is not "
                     "readable here (checked against its sha256).")
+flags.DEFINE_string("format", "google", "Comma-separated formats: google (always written, at the top "
+                    "of --output), hf (a transformers directory in OUTPUT/hf/), sentence_transformers "
+                    "(OUTPUT/hf/ loads as a SentenceTransformer too: SimBERT's vectors).")
 flags.mark_flags_as_required(["workdir", "output"])
 
 
@@ -51,7 +59,7 @@ def main(argv):
         gcs.preflight(read=[FLAGS.workdir], write=[FLAGS.output])
         with _output_lock(FLAGS.output):
             manifest = export.export(FLAGS.workdir, FLAGS.output, step=FLAGS.step, ema=FLAGS.ema,
-                                     vocab=FLAGS.vocab, log=log)
+                                     vocab=FLAGS.vocab, log=log, formats=FLAGS.format)
     except (export.ExportError, gcs.GcsError, CheckpointError, LockError) as e:
         print("export: error: %s" % e, file=sys.stderr)
         return 2

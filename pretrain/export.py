@@ -12,6 +12,17 @@ slots, no step counters):
     vocab.txt | sentencepiece.model     the vocabulary the run's data was tokenized with (the copy
                                         in the run directory; older runs: the data's)
     export_manifest.json                source run and step, heads, vocab, metrics, checksums
+    hf/                                 with formats=("google", "hf"): the same weights as a
+                                        transformers 5 directory (config.json, model.safetensors,
+                                        tokenizer files, README.md model card; `hf_format`)
+                                        formats=(..., "sentence_transformers") adds modules.json
+                                        and 1_Pooling/ 2_Dense/ 3_Normalize/ to it (SimBERT's
+                                        vectors; weights whose pooler was trained)
+
+The Google layout is always at the top: it is what the manifest describes, what this project's
+loaders and continued pretraining read, and what existing users expect there. Other formats are
+written beside it, in the subdirectory `export_dir.FORMAT_DIRS` names, and listed in the
+manifest's `formats` (absent when it is the Google layout alone, as in every older export).
 
 The checkpoint is written by TensorFlow's V2 bundle writer (`tf.raw_ops.SaveV2`) under the names of
 `modeling.google_variables`, so `tf.train.load_checkpoint`, bert4keras, HF transformers' TF loader
@@ -39,8 +50,9 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from data_pipeline.manifest import Manifest, ManifestError
 from data_pipeline.tokenizer import VocabError, load_tokenizer
-from pretrain import google_checkpoint, objectives, updates
-from pretrain.export_dir import BERT_CONFIG, CHECKPOINT, EXPORT_MANIFEST, VOCAB_FILES, ExportManifest
+from pretrain import google_checkpoint, hf_format, objectives, updates
+from pretrain.export_dir import (BERT_CONFIG, CHECKPOINT, EXPORT_MANIFEST, FORMAT_DIRS, VOCAB_FILES,
+                                 ExportManifest)
 from pretrain.google_checkpoint import CheckpointError
 from pretrain.modeling import BertConfig, build_model, google_variables
 from pretrain.rundir import RunDir
@@ -54,7 +66,8 @@ class ExportError(RuntimeError):
     """An export that cannot be made; the message says what to change."""
 
 
-def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, log=None) -> ExportManifest:
+def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, log=None,
+           formats=("google",)) -> ExportManifest:
     """Exports the run in `workdir` at `step` (default: its latest checkpoint) to `output`.
 
     Args:
@@ -65,11 +78,15 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
       vocab: the vocabulary file, when the path recorded in the data manifest is not readable
         here (checked against the manifest's sha256).
       log: a function taking one line of progress text.
+      formats: what to write besides the Google layout (always written, at the top): "hf" adds a
+        transformers directory in output/hf/; "sentence_transformers" (implies "hf") makes that
+        directory a sentence-transformers model too.
 
     Returns:
       The export's manifest (written as output/export_manifest.json).
     """
     log = log or (lambda text: None)
+    formats = format_dirs(formats)
     rundir = RunDir(workdir)
     run = read_run_config(rundir)
     checkpoint = find_checkpoint(rundir, step)
@@ -80,6 +97,10 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
     existing = _existing_export(output)
     if existing is not None:
         if _same_source(existing.source, source):
+            missing = sorted(set(formats) - set(existing.formats))
+            if missing:
+                raise ExportError("%s already holds this export, without %s. Export to another "
+                                  "--output, or delete it first." % (output, ", ".join(missing)))
             log("%s already holds this export (step %d%s); nothing to do."
                 % (output, source["step"], ", EMA" if ema else ""))
             return existing
@@ -88,13 +109,16 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
                           "--output, or delete it first." % (output, old.get("step"), ", EMA" if
                                                             old.get("ema") else "", old.get("workdir")))
     config = _model_config(run, workdir)
+    _check_formats(formats, config)
     vocab_info = _find_vocab(rundir, run, config, vocab)
     staging = _staging_dir(output)
     try:
         values, heads = restore_weights(checkpoint, config, ema)
         heads["pooler_trained"] = objectives.pooler_trains(run.get("task"), heads["nsp"])
+        card = dict(run=source["workdir"], step=source["step"], checkpoint=source["checkpoint"],
+                    ema=source["ema"], data=(run.get("data") or {}).get("train_dir"), config=run)
         manifest = _write(staging, values, config, vocab_info, heads, run, source,
-                          _metrics(rundir, source["step"]))
+                          _metrics(rundir, source["step"]), formats, card)
         _publish(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -104,7 +128,7 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
 
 
 def export_model(model, output: str, vocab: str, task: str, source: dict, metrics=None,
-                 settings=None, lower_case=None, log=None) -> ExportManifest:
+                 settings=None, lower_case=None, log=None, formats=("google",)) -> ExportManifest:
     """Writes a model trained outside a pretraining run (fine-tuning) as an export, in the layout
     `export` writes, so that everything that reads exports reads it.
 
@@ -117,14 +141,17 @@ def export_model(model, output: str, vocab: str, task: str, source: dict, metric
       metrics: {split: {name: value}} to record; settings: the training settings to record.
       lower_case: the tokenizer's case folding (None: as `load_tokenizer` defaults).
       log: a function taking one line of text.
+      formats: as `export`'s.
 
     Example:
       export_model(backbone.bert, "exports/titles/1", "exports/base/vocab.txt", "unilm",
                    {"export": "exports/base"}, metrics={"eval": {"rouge_l": 0.41}})
     """
+    formats = format_dirs(formats)
     if _existing_export(output) is not None:
         raise ExportError("%s already holds an export. Choose another output directory, or delete "
                           "it first." % output)
+    _check_formats(formats, model.config)
     try:
         vocab_info = load_tokenizer(vocab, lower_case=lower_case).describe()
     except VocabError as e:
@@ -137,7 +164,8 @@ def export_model(model, output: str, vocab: str, task: str, source: dict, metric
     staging = _staging_dir(output)
     try:
         manifest = _write(staging, values, model.config, vocab_info, heads,
-                          {"task": task, "settings": settings or {}}, source, metrics or {})
+                          {"task": task, "settings": settings or {}}, source, metrics or {}, formats,
+                          dict(source, task=task, settings=settings or {}))
         _publish(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -302,21 +330,61 @@ def _metrics(rundir, step):
 
 # ------------------------------------------------------------------------------- the output
 
-def _write(staging, values, config, vocab_info, heads, run, source, metrics):
+def format_dirs(formats) -> dict:
+    """{format: subdirectory} of the formats asked for ("google,hf" or a sequence of names); the
+    Google layout is always among them, and hf where sentence_transformers is (its directory). An
+    ExportError names an unknown format."""
+    names = formats.split(",") if isinstance(formats, str) else list(formats)
+    names = [name.strip() for name in names if name.strip()]
+    unknown = [name for name in names if name not in FORMAT_DIRS]
+    if unknown:
+        raise ExportError("--format=%s: unknown format %s; use a comma-separated list of %s."
+                          % (",".join(names), ", ".join(unknown), ", ".join(FORMAT_DIRS)))
+    if "sentence_transformers" in names:
+        names.append("hf")
+    return {name: FORMAT_DIRS[name] for name in FORMAT_DIRS if name == "google" or name in names}
+
+
+def _check_formats(formats, config):
+    """Refuses, before anything is written, a model a requested format cannot hold."""
+    if "hf" in formats:
+        try:
+            hf_format.check_exportable(config)
+        except hf_format.HFFormatError as e:
+            raise ExportError("--format=hf: %s" % e)
+
+
+def _write(staging, values, config, vocab_info, heads, run, source, metrics, formats, card):
+    task = run.get("task") or "mlm"
+    pooler_trained = heads["pooler_trained"] or task not in ("mlm", "unilm", "lm")   # or fine-tuned
+    if "sentence_transformers" in formats and not pooler_trained:
+        raise ExportError("--format=sentence_transformers: this run (task %s%s) never trained its pooler, "
+                          "whose [CLS] vectors a sentence-transformers model gives: export a SimBERT "
+                          "run (task simbert), or one trained with NSP." % (task, ", no NSP"
+                                                                            if not heads["nsp"] else ""))
     google_checkpoint.write_checkpoint(values, os.path.join(staging, CHECKPOINT))
     with open(os.path.join(staging, BERT_CONFIG), "w") as f:
         json.dump(config.to_dict(), f, indent=2)
     vocab_file = VOCAB_FILES[vocab_info.kind]
     with open(os.path.join(staging, vocab_file), "wb") as f:
         f.write(fs.read_bytes(vocab_info.path))
+    if "hf" in formats:
+        try:
+            hf_format.write_hf_dir(os.path.join(staging, formats["hf"]), values, config,
+                                   os.path.join(staging, vocab_file), vocab_info.lower_case,
+                                   task, card=card)
+            if "sentence_transformers" in formats:
+                hf_format.write_sentence_transformers(os.path.join(staging, formats["hf"]), values, config)
+        except hf_format.HFFormatError as e:
+            raise ExportError("--format=hf: %s" % e)
     files = {name: {"bytes": os.path.getsize(os.path.join(staging, name)),
                     "sha256": fs.sha256(os.path.join(staging, name))}
-             for name in sorted(os.listdir(staging))}
+             for name in _file_names(staging)}
     manifest = ExportManifest(
         source=source, task=run.get("task"), heads=heads, bert_config=config.to_dict(),
         vocab=dataclasses.replace(vocab_info, path=None, file=vocab_file, source_path=vocab_info.path),
         variables={name: list(value.shape) for name, value in sorted(values.items())},
-        files=files, metrics=metrics, run_config=run)
+        files=files, metrics=metrics, run_config=run, formats=formats)
     with open(os.path.join(staging, EXPORT_MANIFEST), "w") as f:
         json.dump(manifest.to_json(), f, indent=2)
     return manifest
@@ -361,8 +429,18 @@ def _staging_dir(output):
     return tempfile.mkdtemp(prefix=".%s.tmp-" % os.path.basename(os.path.abspath(output)), dir=parent)
 
 
+def _file_names(directory):
+    """The files under `directory`, as sorted '/'-separated paths relative to it."""
+    names = []
+    for parent, _, files in os.walk(directory):
+        relative = os.path.relpath(parent, directory)
+        names += [name if relative == "." else "%s/%s" % (relative.replace(os.sep, "/"), name)
+                  for name in files]
+    return sorted(names)
+
+
 def _publish(staging, output):
-    names = sorted(os.listdir(staging))
+    names = _file_names(staging)
     if gcs.is_gcs(output):
         # The manifest goes last: an export whose manifest is present is complete.
         names.remove(EXPORT_MANIFEST)

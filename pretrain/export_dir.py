@@ -10,6 +10,9 @@
       bert_model.ckpt.index, bert_model.ckpt.data-00000-of-00001
       vocab.txt | sentencepiece.model       named by the manifest; a release has vocab.txt
       export_manifest.json                  `ExportManifest`; absent from a release
+      hf/                                   only where the manifest's `formats` names it: the same
+                                            weights as a transformers directory (`hf_format`), and
+                                            with sentence_transformers, its modules too
 
 The file names are defined here and nowhere else (`google_checkpoint` takes CHECKPOINT from here).
 `ExportDir` opens a directory once: the checkpoint prefix is resolved once, the manifest and the
@@ -37,8 +40,13 @@ VOCAB_FILES = {"wordpiece": "vocab.txt", "sentencepiece": "sentencepiece.model"}
 
 FORMAT = "google-bert-checkpoint"
 # 1: format_version recorded. Manifests written before it have none and load as version 0; their
-# keys are the same.
+# keys are the same. The optional `formats` key does not change the version: the Google layout is
+# at the top of every export, so a reader that does not know the key reads what it always read.
 FORMAT_VERSION = 1
+# The formats an export can hold, by name, and the subdirectory each is written to ("." the top).
+# sentence_transformers adds its files (modules.json, 1_Pooling/, ...) to the transformers directory.
+FORMAT_DIRS = {"google": ".", "hf": "hf", "sentence_transformers": "hf"}
+GOOGLE_ONLY = {"google": "."}
 
 
 @dataclasses.dataclass
@@ -62,6 +70,9 @@ class ExportManifest:
     created: str = dataclasses.field(default_factory=lambda: datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec="seconds"))
     checkpoint: str = CHECKPOINT
+    # {format name: subdirectory} of what the directory holds; left out of the file when it is only
+    # the Google layout at the top, so such exports are the bytes they have always been.
+    formats: dict = dataclasses.field(default_factory=lambda: dict(GOOGLE_ONLY))
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     extra: dict = dataclasses.field(default_factory=dict)
@@ -73,6 +84,8 @@ class ExportManifest:
              "bert_config": self.bert_config, "vocab": self.vocab.to_export_dict(),
              "checkpoint": self.checkpoint, "variables": self.variables, "metrics": self.metrics,
              "files": self.files, "run_config": self.run_config}
+        if self.formats != GOOGLE_ONLY:
+            d["formats"] = self.formats
         d.update(self.extra)
         return d
 
@@ -80,7 +93,8 @@ class ExportManifest:
     def from_json(cls, d: dict, where: str = "the export manifest") -> "ExportManifest":
         try:
             known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-            fields = {k: d[k] for k in known if k != "format_version"}
+            fields = {k: d[k] for k in known if k not in ("format_version", "formats")}
+            fields["formats"] = d.get("formats", dict(GOOGLE_ONLY))   # older exports: Google's only
             fields["vocab"] = VocabRecord.from_export_dict(d["vocab"])
             return cls(format_version=d.get("format_version", 0),
                        extra={k: v for k, v in d.items() if k not in known}, **fields)

@@ -488,6 +488,57 @@ def _model_card(config, architecture, task, tok, names, card):
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------ sentence-transformers
+
+# sentence-transformers 6's module classes, as its SentenceTransformer.save names them in modules.json.
+_ST_MODULES = [("", "sentence_transformers.base.modules.transformer.Transformer"),
+               ("1_Pooling", "sentence_transformers.sentence_transformer.modules.pooling.Pooling"),
+               ("2_Dense", "sentence_transformers.base.modules.dense.Dense"),
+               ("3_Normalize", "sentence_transformers.base.modules.normalize.Normalize")]
+
+
+def write_sentence_transformers(directory: str, values: dict, config) -> list:
+    """Adds to the transformers directory `directory` (written by `write_hf_dir`) the files that make
+    it a sentence-transformers model whose `encode` gives `downstream.SimBERT.encode`'s vectors:
+    the encoder's last hidden states, the [CLS] row, our pooler (dense + tanh, as a Dense module),
+    L2-normalised. Returns the names of the files written (relative to `directory`).
+
+    Only for weights whose pooler was trained (SimBERT, NSP, classification): HFFormatError if
+    `values` has no pooler."""
+    if not all(name in values for name in _POOLER):
+        raise HFFormatError("sentence_transformers: these weights have no pooler (it is exported only "
+                            "where a loss trained it: SimBERT, NSP or classification), and the "
+                            "sentence vectors are the pooled [CLS] vectors.")
+    h = config.hidden_size
+    text = {
+        "modules.json": [{"idx": n, "name": str(n), "path": path, "type": kind}
+                         for n, (path, kind) in enumerate(_ST_MODULES)],
+        "sentence_bert_config.json": {
+            "transformer_task": "feature-extraction",
+            "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+            "module_output_name": "token_embeddings"},
+        "config_sentence_transformers.json": {"model_type": "SentenceTransformer", "prompts": {},
+                                              "default_prompt_name": None, "similarity_fn_name": "cosine"},
+        "1_Pooling/config.json": {"embedding_dimension": h, "pooling_mode": "cls", "include_prompt": True},
+        "2_Dense/config.json": {"in_features": h, "out_features": h, "bias": True,
+                                "activation_function": "torch.nn.modules.activation.Tanh",
+                                "module_input_name": "sentence_embedding",
+                                "module_output_name": "sentence_embedding"},
+        "3_Normalize/config.json": {"module_input_name": "sentence_embedding",
+                                    "module_output_name": "sentence_embedding"},
+    }
+    for name, content in text.items():
+        os.makedirs(os.path.dirname(os.path.join(directory, name)), exist_ok=True)
+        with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+            f.write(json.dumps(content, indent=2) + "\n")
+    from safetensors.numpy import save_file
+
+    kernel, bias = (np.asarray(values[name], dtype=np.float32) for name in _POOLER)
+    save_file({"linear.weight": np.ascontiguousarray(kernel.T), "linear.bias": bias},   # torch: [out, in]
+              os.path.join(directory, "2_Dense", WEIGHTS), metadata={"format": "pt"})
+    return sorted(list(text) + ["2_Dense/" + WEIGHTS])
+
+
 # ----------------------------------------------------------------------------------- import
 
 def config_from_hf(d: dict, where: str = CONFIG, accept_layer_norm_eps: bool = False):

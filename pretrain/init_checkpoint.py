@@ -2,18 +2,27 @@
 
     init_from_checkpoint(model, "chinese_L-12_H-768_A-12/bert_model.ckpt", data_vocab,
                          vocab_map="by_token")
+    init_from_checkpoint(model, "bert-base-chinese/", data_vocab)     # a transformers directory
 
-The checkpoint is any Google-layout one (`pretrain.google_checkpoint`). What this module adds is
-the check that the run can use it: the run's architecture must equal a bert_config.json beside the
-checkpoint, and the data's vocabulary must be the checkpoint's, or be mapped to its rows
-(`vocab_map`). Optimizer state and the step start fresh.
+The checkpoint is any Google-layout one (`pretrain.google_checkpoint`), or a local transformers
+BERT/RoBERTa directory (config.json and *.safetensors, no bert_model.ckpt; read by
+`hf_format.read_hf_dir`, its vocabulary from vocab.txt, sentencepiece.model or tokenizer.json).
+What this module adds is the check that the run can use it: the run's architecture must equal the
+config beside the checkpoint (bert_config.json, or config.json), and the data's vocabulary must be
+the checkpoint's, or be mapped to its rows (`vocab_map`). Optimizer state and the step start fresh.
 """
+
+import glob
+import json
+import os
+import tempfile
 
 import numpy as np
 
 from storage import fs
 from data_pipeline.tokenizer import VocabError, load_tokenizer
-from pretrain.export_dir import BERT_CONFIG, ExportDir
+from pretrain import hf_format
+from pretrain.export_dir import BERT_CONFIG, CHECKPOINT, ExportDir
 from pretrain.google_checkpoint import VOCAB_ROWS, CheckpointError, load_weights
 
 # Fields a checkpoint fixes (vocab_size is checked with the vocabulary itself).
@@ -33,12 +42,68 @@ def init_from_checkpoint(model, path: str, data_vocab=None, vocab_map: str = "",
 
     Args:
       model: the built `BertPretrainingModel` of the run.
-      path: checkpoint prefix or directory.
+      path: checkpoint prefix or directory (Google layout), or a transformers model directory.
       data_vocab: the data's vocabulary (its manifest's `VocabRecord`: path, sha256), or None.
       vocab_map: "", "by_token" or a path.
       log: a function taking one line of text.
     """
-    checkpoint = ExportDir(path)
+    if is_hf_dir(path):
+        with tempfile.TemporaryDirectory(prefix="init-vocab-") as scratch:
+            return _init(model, HFWeights(path, scratch, data_vocab, log), data_vocab, vocab_map, log)
+    return _init(model, ExportDir(path), data_vocab, vocab_map, log)
+
+
+def is_hf_dir(path: str) -> bool:
+    """Whether `path` is a local transformers model directory: config.json, no Google checkpoint."""
+    return (not fs.is_remote(path) and os.path.isfile(os.path.join(path, hf_format.CONFIG))
+            and not glob.glob(os.path.join(glob.escape(path), CHECKPOINT + "*")))
+
+
+class HFWeights:
+    """A transformers directory, read once, with what `init_from_checkpoint` reads of an
+    `ExportDir` (prefix, config_path, config, vocab_path, variables) and its own reader
+    (`get_variable_to_shape_map`, `get_tensor`), so both take the same checks and loading.
+
+    Args:
+      directory: the transformers directory.
+      scratch: a directory for the vocab.txt of a tokenizer.json-only directory.
+      data_vocab, log: as `init_from_checkpoint`'s (the casing of the two tokenizers is compared).
+
+    Raises:
+      CheckpointError: with `hf_format`'s message (pickled weights only, another architecture,
+        missing or misshapen tensors).
+    """
+
+    def __init__(self, directory, scratch, data_vocab=None, log=print):
+        try:
+            # RoBERTa's LayerNorm epsilon (1e-5) is taken, and said: continued pretraining adapts.
+            values, self.config, self.vocab_path = hf_format.read_hf_dir(
+                directory, vocab_output=os.path.join(scratch, "vocab.txt"), accept_layer_norm_eps=True)
+            with open(os.path.join(directory, hf_format.CONFIG), encoding="utf-8") as f:
+                eps = json.load(f).get("layer_norm_eps", hf_format.GOOGLE_LAYER_NORM_EPS)
+            lower_case = hf_format.tokenizer_settings(directory)["lower_case"]
+        except hf_format.HFFormatError as e:
+            raise CheckpointError(str(e))
+        self.prefix = self.directory = directory
+        self.config_path = os.path.join(directory, hf_format.CONFIG)
+        self.variables = {name: list(value.shape) for name, value in values.items()}
+        self.reader, self._values = self, values
+        if eps != hf_format.GOOGLE_LAYER_NORM_EPS:
+            log("init_checkpoint: %s has layer_norm_eps=%g; this model's LayerNorm uses 1e-12 "
+                "(outputs move by about that much of their scale until training adapts)."
+                % (self.config_path, eps))
+        if data_vocab is not None and lower_case is not None and lower_case != data_vocab.lower_case:
+            log("init_checkpoint: %s's tokenizer has do_lower_case=%s, but the data was tokenized with "
+                "lower_case=%s." % (directory, lower_case, data_vocab.lower_case))
+
+    def get_variable_to_shape_map(self):
+        return self.variables
+
+    def get_tensor(self, name):
+        return self._values[name]
+
+
+def _init(model, checkpoint, data_vocab, vocab_map, log):
     available = checkpoint.variables
     _check_architecture(checkpoint, model.config, log)
     rows = _vocab_rows(checkpoint, available, model.config.vocab_size, data_vocab, vocab_map, log)

@@ -242,8 +242,9 @@ class DistributeConfig:
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     """A whole pretraining config. init_checkpoint, for continued pretraining: a Google-layout
-    checkpoint (prefix or export directory) that a new run starts from; ignored once the workdir
-    has checkpoints. Its vocabulary must be the data's, or init_vocab_map says how to map rows:
+    checkpoint (prefix or export directory), or a local transformers BERT/RoBERTa directory
+    (config.json, *.safetensors), that a new run starts from; ignored once the workdir has
+    checkpoints. Its vocabulary must be the data's, or init_vocab_map says how to map rows:
     "by_token", or a file of checkpoint ids (one per line)."""
     task: str = _field("mlm", _choice(TASKS))
     seed: int = _field(0, _int(0))

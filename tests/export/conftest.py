@@ -2,6 +2,8 @@
 
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -24,6 +26,20 @@ def exported(trained_run, tmp_path_factory):
     """The export of the run's latest step (4)."""
     output = str(tmp_path_factory.mktemp("exports") / "mlm" / "4")
     export.export(trained_run[0], output)
+    return output
+
+
+@pytest.fixture(scope="session")
+def exported_hf(trained_run, tmp_path_factory):
+    """The run's step 4, exported by the command line with --format=google,hf (hf/ inside)."""
+    output = str(tmp_path_factory.mktemp("exports") / "mlm" / "4")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-m", "launch.export", "--workdir=%s" % trained_run[0],
+                           "--output=%s" % output, "--format=google,hf"], cwd=root, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=root,
+                                                           TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "hf/model.safetensors" in done.stdout
     return output
 
 

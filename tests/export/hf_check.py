@@ -10,6 +10,9 @@ has torch and transformers 5 (and no need for TensorFlow): tests/export/test_hf_
         ("roberta") of VOCAB's size to DIR with save_pretrained (a BertTokenizer over VOCAB with
         the BERT one), then saves random
         input ids and the model's MLM probabilities on them to OUT.npz.
+    python hf_check.py st DIR VECTORS.npz
+        Loads DIR with sentence-transformers' SentenceTransformer and checks that `encode` of the
+        npz's `texts` gives its `vectors` (ours, downstream.SimBERT's): cosine >= 0.99999 each.
 
 Imports neither TensorFlow nor the project. Exit status 0 when every check holds; the failures
 are printed otherwise.
@@ -21,6 +24,7 @@ import sys
 import numpy as np
 
 PROB_TOLERANCE = 1e-5
+MIN_COSINE = 0.99999
 
 
 def load(directory, cases_path, probs_path):
@@ -91,11 +95,27 @@ def make(kind, directory, vocab, out):
     return []
 
 
+def sentence_vectors(directory, vectors_path):
+    from sentence_transformers import SentenceTransformer
+
+    ours = np.load(vectors_path)
+    model = SentenceTransformer(directory, device="cpu")
+    theirs = model.encode([str(t) for t in ours["texts"]], convert_to_numpy=True)
+    cosine = (theirs * ours["vectors"]).sum(-1) / (np.linalg.norm(theirs, axis=-1) *
+                                                   np.linalg.norm(ours["vectors"], axis=-1))
+    print("SentenceTransformer (%s): %d texts, min cosine %.8f, max |norm - 1| %.2g" % (
+        ", ".join(type(m).__name__ for m in model), len(cosine), cosine.min(),
+        np.abs(np.linalg.norm(theirs, axis=-1) - 1).max()))
+    return ["text %d %r: cosine %.8f" % (n, str(ours["texts"][n]), c)
+            for n, c in enumerate(cosine) if c < MIN_COSINE]
+
+
 def main(argv):
     import torch
 
     torch.set_num_threads(1)
-    failures = load(*argv[1:]) if argv[0] == "load" else make(*argv[1:])
+    commands = {"load": load, "make": make, "st": sentence_vectors}
+    failures = commands[argv[0]](*argv[1:])
     for failure in failures:
         print("FAIL", failure)
     return 1 if failures else 0

@@ -1,12 +1,15 @@
 """--config.init_checkpoint: a new run starts from Google-layout weights (here: an export), once;
-a checkpoint with another vocabulary is refused, or remapped by token when asked."""
+a checkpoint with another vocabulary is refused, or remapped by token when asked. A transformers
+directory (our export's hf/) starts a run the same way, with the same checks."""
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from pretrain import hf_format
 from pretrain.google_checkpoint import write_checkpoint
 from pretrain.modeling import google_variables
 from pretrain.trainer import TrainError, Trainer
@@ -58,3 +61,52 @@ def test_another_vocabulary_is_refused_or_remapped_by_token(mlm_data, exported, 
     with pytest.raises(TrainError, match="has a 2005-token vocabulary but the data was tokenized "
                                          "with 2000 tokens"):
         _trainer(mlm_data, tmp_path / "c", str(tmp_path / "bigger" / "bert_model.ckpt")).restore()
+
+
+def test_a_run_starts_from_a_transformers_directory(mlm_data, exported_hf, tmp_path):
+    """export --format=hf -> init_checkpoint=OUTPUT/hf: the run's initial weights are the export's
+    (the pooler, which an MLM export leaves out of hf/, keeps its initial values)."""
+    reader = tf.train.load_checkpoint(exported_hf + "/bert_model.ckpt")
+    trainer = _trainer(mlm_data, tmp_path / "run", exported_hf + "/hf")
+    assert trainer.restore() == 0
+    for name, variable in google_variables(trainer.model).items():
+        if not name.startswith("bert/pooler/"):
+            np.testing.assert_array_equal(variable.numpy(), reader.get_tensor(name), err_msg=name)
+
+
+def _hf_copy(exported_hf, tmp_path, name):
+    copy = tmp_path / name
+    shutil.copytree(exported_hf + "/hf", copy)
+    return copy
+
+
+@pytest.mark.parametrize("case,message", [
+    ("pickled", r"config.init_checkpoint: \S+ holds pytorch_model.bin, pickled PyTorch weights"),
+    ("gpt2", "config.init_checkpoint: .*model_type 'gpt2' is not a BERT encoder"),
+    ("missing", "config.init_checkpoint: .* lacks 1 tensor.*bert.encoder.layer.1.output.dense.weight"),
+    ("vocab", "config.init_checkpoint: The vocabulary beside init_checkpoint .* differs from the one "
+              "the data was built with.*first difference at id 100"),
+    ("layers", "config.init_checkpoint: The run's model config differs from .*config.json "
+               "\\(num_hidden_layers: run 2, checkpoint 1\\)")])
+def test_transformers_directories_it_cannot_use_are_one_error(mlm_data, exported_hf, tmp_path, case, message):
+    d = _hf_copy(exported_hf, tmp_path, case)
+    config = json.loads((d / "config.json").read_text())
+    tensors = hf_format.read_safetensors(str(d / "model.safetensors"))
+    if case == "pickled":
+        (d / "model.safetensors").unlink()
+        (d / "pytorch_model.bin").write_bytes(b"not opened")
+    elif case == "gpt2":
+        (d / "config.json").write_text(json.dumps(dict(config, model_type="gpt2")))
+    elif case in ("missing", "layers"):
+        from safetensors.numpy import save_file
+
+        drop = "bert.encoder.layer.1." if case == "layers" else "bert.encoder.layer.1.output.dense.weight"
+        save_file({k: v for k, v in tensors.items() if not k.startswith(drop)}, str(d / "model.safetensors"))
+        if case == "layers":
+            (d / "config.json").write_text(json.dumps(dict(config, num_hidden_layers=1)))
+    else:
+        tokens = (d / "vocab.txt").read_text(encoding="utf-8").split("\n")
+        tokens[100], tokens[200] = tokens[200], tokens[100]
+        (d / "vocab.txt").write_text("\n".join(tokens), encoding="utf-8")
+    with pytest.raises(TrainError, match=message):
+        _trainer(mlm_data, tmp_path / "run", str(d)).restore()

@@ -390,3 +390,25 @@ def test_we_load_what_transformers_wrote(wordpiece_vocab, hf_python, tmp_path, k
     print("max |dp| = %.3g" % np.abs(ours - expected["probs"]).max())
     np.testing.assert_allclose(ours, expected["probs"], **PROBABILITY)
     shutil.rmtree(directory)
+
+
+def test_sentence_transformers_gives_our_simbert_vectors(exported, hf_python, tmp_path):
+    """export --format=sentence_transformers of SimBERT weights: SentenceTransformer(OUTPUT/hf)
+    .encode equals downstream.SimBERT.encode (pooled [CLS] with tanh, L2-normalised)."""
+    from downstream.simbert import SimBERT
+    from pretrain import export
+
+    source = ExportDir(exported)
+    model = build_model(source.config)
+    google_checkpoint.load_weights(model, source.prefix)
+    out = str(tmp_path / "simbert")
+    manifest = export.export_model(model, out, source.require_vocab(), "simbert", {"export": exported},
+                                   lower_case=source.lower_case, formats="sentence_transformers")
+    assert manifest.formats == {"google": ".", "hf": "hf", "sentence_transformers": "hf"}
+    assert "hf/modules.json" in manifest.files and "hf/2_Dense/model.safetensors" in manifest.files
+    texts = [a for a, _ in SENTENCES] + ["hello world", "今天天气很好"]
+    with pytest.warns(UserWarning, match="did not train its pooler"):   # export_model's heads say so
+        vectors = SimBERT.from_export(out).encode(texts)
+    np.savez(str(tmp_path / "vectors.npz"), texts=np.array(texts), vectors=vectors)
+    report = run_check(hf_python, "st", os.path.join(out, "hf"), tmp_path / "vectors.npz")
+    assert "Transformer, Pooling, Dense, Normalize" in report
