@@ -361,7 +361,8 @@ def sentencepiece_tokenizer(model: bytes, tok, check_texts=None):
                                    + [decoders.Fuse(), decoders.Strip(content=" ", left=1)])
     mismatch = _first_mismatch(hf, tok, check_texts)
     if mismatch is not None:
-        raise HFFormatError("HF tokenizers does not reproduce SentencePiece %s on %r (ids %s, not %s), "
+        raise HFFormatError("HF tokenizers does not reproduce SentencePiece %s on %r (from token "
+                            "%d: ids %s, not %s), "
                             "so a tokenizer.json would give other ids than the model was trained "
                             "on. Export the Google layout and tokenize with sentencepiece."
                             % ((tok.path,) + mismatch))
@@ -388,12 +389,17 @@ CHECK_TEXTS = ("The quick brown fox jumps over the lazy dog.", "  leading and tr
 
 def _first_mismatch(hf, tok, texts):
     texts = list(texts if texts is not None else CHECK_TEXTS)
-    pieces = [p.replace("\u2581", " ") for p in tok.vocab]
+    # Every piece, except the special tokens: spelled out in text, transformers reads them as the
+    # special token and sentencepiece as characters (a difference the model card states).
+    specials = set(tok.special_ids.as_dict().values())
+    pieces = [p.replace("\u2581", " ") for i, p in enumerate(tok.vocab) if i not in specials]
     texts += [" ".join(pieces[i:i + 50]) for i in range(0, len(pieces), 50)]
     for text, ours in zip(texts, tok.encode_batch(texts)):
         theirs = hf.encode(text, add_special_tokens=False).ids
         if theirs != list(ours):
-            return text[:60], theirs[:12], list(ours)[:12]
+            at = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b),
+                      min(len(theirs), len(ours)))
+            return text[:60], at, theirs[max(at - 2, 0):at + 6], list(ours)[max(at - 2, 0):at + 6]
     return None
 
 
