@@ -22,6 +22,8 @@ usual ones for BERT-base-sized models, too gentle for the tiny quickstart model.
 (`downstream.adversarial`, bert4keras's one-liner): each step then costs about twice as much. The
 value is the norm of the whole perturbation: bert4keras's 0.5-1 suit BERT-base; the tiny
 quickstart model learns with 0.05 and stays at the majority baseline with 0.2.
+To fine-tune with transformers 5 (PyTorch) instead, export with `launch.export --format=hf` and
+load its hf/ directory with AutoModelForSequenceClassification (docs/downstream.md has the code).
 """
 
 import json

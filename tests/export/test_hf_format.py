@@ -431,3 +431,16 @@ def test_sentence_transformers_gives_our_simbert_vectors(exported, hf_python, tm
     np.savez(str(tmp_path / "vectors.npz"), texts=np.array(texts), vectors=vectors)
     report = run_check(hf_python, "st", os.path.join(out, "hf"), tmp_path / "vectors.npz")
     assert "Transformer, Pooling, Dense, Normalize" in report
+
+
+def test_the_documented_transformers_fine_tuning_snippet_runs(exported_hf, hf_python):
+    """docs/downstream.md's transformers 5 example, run as written on an `--format=hf` export (only
+    the export path is this test's)."""
+    with open(os.path.join(HERE, "..", "..", "docs", "downstream.md"), encoding="utf-8") as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+    snippet = next(b for b in blocks if "AutoModelForSequenceClassification" in b)
+    assert '"exports/base/1000000/hf"' in snippet
+    code = snippet.replace('"exports/base/1000000/hf"', repr(os.path.join(exported_hf, "hf")))
+    done = subprocess.run([hf_python, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "torch.Size([2, 2])" in done.stdout
