@@ -141,7 +141,7 @@ def load_weights(model, path: str, heads=(), rows=None, reader=None) -> dict:
             raise CheckpointError(
                 "%s in %s has shape %s, but the model built from the config needs %s: the config "
                 "(%s) does not describe this checkpoint." % (name, prefix, list(value.shape),
-                                                            list(variable.shape), _fields_for(name)))
+                                                            list(variable.shape), config_fields_for(name)))
         values[name] = value
     for name, value in values.items():
         targets[name].assign(value.astype(targets[name].dtype))
@@ -161,7 +161,7 @@ def _remap_rows(value, rows, variable, prefix, name):
     return out
 
 
-def _fields_for(name):
+def config_fields_for(name):
     """The config fields that decide the shape of variable `name` (for error messages)."""
     if name in VOCAB_ROWS:
         return "vocab_size, embedding_size"

@@ -141,16 +141,11 @@ def _parts(name):
 
 
 def _config_field(google_name):
-    """The config.json field that decides the shape of `google_name` (for error messages)."""
-    if google_name in ("bert/embeddings/word_embeddings", "cls/predictions/output_bias"):
-        return "vocab_size"
-    if "position_embeddings" in google_name:
-        return "max_position_embeddings"
-    if "token_type_embeddings" in google_name:
-        return "type_vocab_size"
-    if "/intermediate/" in google_name or re.search(r"layer_\d+/output/dense/kernel$", google_name):
-        return "intermediate_size"
-    return "hidden_size"
+    """The config.json field that decides the shape of `google_name` (for error messages): the
+    first of the Google layout's fields for it (transformers' BERT has no embedding_size)."""
+    from pretrain.google_checkpoint import config_fields_for
+
+    return config_fields_for(google_name).split(",")[0]
 
 
 # ----------------------------------------------------------------------------------- export
