@@ -19,6 +19,7 @@ The modules, from the text in to the batches out:
     instances         tokenized documents -> fixed-length MLM instances, packed or pairs (`make_instances`)
     masking           whole-word MLM masking, in NumPy for the builder and in TF for the loader (`mask_tf`)
     schema            the record layouts, the UniLM row and row padding (`features`, `unilm_row`)
+    labelled          labelled text in CSV files, checked line by line (`read_labelled_csv`)
     tfrecord          TFRecord files of tf.train.Examples, written without TensorFlow (`RecordFile`)
     chunks            the work on one chunk of documents, in a worker process (`ChunkProcessor`)
     workers           worker processes that never outlive the process that started them

@@ -20,6 +20,7 @@ The modules, in the order a step meets them:
     checkpoints      Checkpoints: saving and restoring a run's state, atomically
     rundir           RunDir: the layout of a run's working directory
     reporting        metrics.jsonl, TensorBoard and the progress line
+    probes           downstream probes: a linear classifier on the encoder's features, per evaluation
     google_checkpoint  Google's checkpoint layout: variable names, reading and writing
     init_checkpoint  continued pretraining from a released checkpoint (vocabulary mapping)
     export           a run's checkpoint -> an export directory

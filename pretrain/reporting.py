@@ -1,7 +1,8 @@
 """What a run reports: metrics.jsonl, TensorBoard scalars and progress lines (chief only).
 
-Every row of metrics.jsonl is one report: {"split": "train" | "eval", "step", the metrics...,
-"time": seconds since this process started training}. The ETA counts the steps this process has
+Every row of metrics.jsonl is one report: {"split": "train" | "eval" | "probe", "step", the
+metrics..., "time": seconds since this process started training}; TensorBoard has a run per split
+(probe rows only with config.probes). The ETA counts the steps this process has
 run, so a run resumed at step 500,000 of 1,000,000 estimates from its own pace, not from zero.
 """
 
@@ -10,7 +11,7 @@ import math
 import sys
 import time
 
-from pretrain import objectives
+from pretrain import objectives, probes
 
 # A diverging run's perplexity is reported as at most exp(50) (~5e21): math.exp of a loss past
 # ~709 raises OverflowError, and an inf would be no valid JSON in metrics.jsonl.
@@ -50,10 +51,13 @@ class Reporter:
         self.first_step, self.first_time = step, time.time()
 
     def _tensorboard(self, split):
+        import tensorflow as tf
+
         if self._writers is None:
-            import tensorflow as tf
             self._writers = {s: tf.summary.create_file_writer(self.rundir.tensorboard(s))
                              for s in ("train", "eval")}
+        if split not in self._writers:   # probe: only in runs with probes
+            self._writers[split] = tf.summary.create_file_writer(self.rundir.tensorboard(split))
         return self._writers[split]
 
     def report(self, metrics, split, step):
@@ -77,7 +81,7 @@ class Reporter:
                      % (step, self.total_steps, metrics["loss"], acc, metrics["lr"],
                         metrics["examples_per_s"], metrics["tokens_per_s"], duration(eta)))
         else:
-            self.log("eval at step %d: %s" % (step, "  ".join(
+            self.log("%s at step %d: %s" % (split, step, "  ".join(
                 "%s %.4f" % (k, v) for k, v in metrics.items()
                 if k != "step" and isinstance(v, float))))
 
@@ -90,6 +94,10 @@ class Reporter:
         if result.eval_metrics:
             lines.append("  eval: " + "  ".join("%s %.4f" % (k, v) for k, v in result.eval_metrics.items()
                                                 if k != "step" and isinstance(v, float)))
+        rows = self.rundir.metrics_rows() if self.progress else []   # the run's, from every process
+        for name, (best, best_step, last, last_step) in sorted(probes.best_steps(rows).items()):
+            lines.append("  probe %s: best accuracy %.4f at step %d (last %.4f at step %d)"
+                         % (name, best, best_step, last, last_step))
         lines.append("  checkpoints: %s   metrics: %s   tensorboard: %s" % (
             checkpoints, self.rundir.metrics, self.rundir.tensorboard("")[:-1]))
         self.log("\n".join(lines))

@@ -101,6 +101,40 @@ def _transforms(v):
         return "must be a list of {\"name\": ..., \"pattern\": ..., ...} entries"
 
 
+def _required_text(v):
+    return None if isinstance(v, str) and v else "must be a non-empty string"
+
+
+def _probe_name(v):
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+        return "must be a name of letters, digits, _ . or - (it names the metrics probe/<name>/...)"
+
+
+def _probes(v):
+    """Every problem of the probe entries, as one message (entries are named by index)."""
+    if not isinstance(v, (list, tuple)):
+        return "must be a list of {\"name\": ..., \"train\": ..., \"eval\": ...} entries"
+    found, names = [], []
+    for i, entry in enumerate(v):
+        if not hasattr(entry, "items"):
+            found.append("[%d] is %r, not a mapping of ProbeConfig fields" % (i, entry))
+            continue
+        entry = dict(entry.items())
+        known = {f.name: f for f in dataclasses.fields(ProbeConfig)}
+        for key in sorted(set(entry) - set(known)):
+            found.append("[%d].%s: no such field (a typo?); a probe has: %s" % (i, key, ", ".join(known)))
+        for key, f in known.items():
+            value = entry.get(key, f.default)
+            message = f.metadata["check"](value)
+            if message:
+                found.append("[%d].%s=%r: %s" % (i, key, value, message))
+        names.append(entry.get("name"))
+    duplicated = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
+    if duplicated:
+        found.append("names %s occur more than once" % ", ".join(duplicated))
+    return "; ".join(found) or None
+
+
 def decay_problem(name, weight_decay, lazy) -> Optional[str]:
     """Why an optimizer without decoupled weight decay (Keras's adam, sgd) cannot take the
     weight decay or lazy rows asked for; None when it can."""
@@ -113,10 +147,11 @@ def decay_problem(name, weight_decay, lazy) -> Optional[str]:
 
 # ---------------------------------------------------------------------------- the sections
 
-def _field(default, check):
-    """A config field: its default (a list is written as a tuple, the typed form's) and its check."""
+def _field(default, check, items=None):
+    """A config field: its default (a list is written as a tuple, the typed form's) and its check;
+    `items`: the section type of a list field's entries (each a mapping in the ConfigDict form)."""
     return dataclasses.field(default=tuple(default) if isinstance(default, list) else default,
-                             metadata={"check": check})
+                             metadata={"check": check, "items": items})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +275,22 @@ class DistributeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+    """One downstream probe (`config.probes`, pretrain/probes.py): two labelled CSV files, local or
+    gs://, whose first row names the columns. At each evaluation a linear classifier on the
+    encoder's features of the `train` rows is scored on the `eval` rows. text_b: a second text
+    column, for sentence pairs ("": none). max_len: tokens per row, [CLS] and [SEP]s included
+    (0: the data's seq_len)."""
+    name: str = _field("", _probe_name)
+    train: str = _field("", _required_text)
+    eval: str = _field("", _required_text)
+    text: str = _field("text", _required_text)
+    text_b: str = _field("", _text)
+    label: str = _field("label", _required_text)
+    max_len: int = _field(0, _int(0))
+
+
+@dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     """A whole pretraining config. init_checkpoint, for continued pretraining: a Google-layout
     checkpoint (prefix or export directory), or a local transformers BERT/RoBERTa directory
@@ -255,6 +306,8 @@ class PretrainConfig:
     train: TrainConfig = TrainConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     distribute: DistributeConfig = DistributeConfig()
+    # Downstream probes ([{"name": ..., "train": ..., "eval": ...}, ...]: ProbeConfig fields).
+    probes: Tuple[ProbeConfig, ...] = _field([], _probes, items=ProbeConfig)
 
 
 def _is_section(f):
@@ -395,6 +448,8 @@ def _build(cls, values):
         value = values[f.name]
         if _is_section(f):
             kwargs[f.name] = _build(type(f.default), value)
+        elif f.metadata.get("items"):
+            kwargs[f.name] = tuple(_build(f.metadata["items"], entry) for entry in value)
         elif isinstance(value, list):
             kwargs[f.name] = tuple(value)
         else:

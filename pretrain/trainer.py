@@ -27,13 +27,14 @@ import threading
 import time
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 from data_pipeline import loader
 from data_pipeline.manifest import ManifestError
-from pretrain import distribute, objectives, run_config
+from pretrain import distribute, objectives, probes, run_config
 from pretrain.checkpoints import Checkpoints, RunCheckpointError
-from pretrain.modeling import BertConfig
+from pretrain.modeling import BertConfig, attention_bias
 from pretrain.reporting import Reporter, summarise
 from pretrain.rundir import RunDir
 from pretrain.train_data import DataError, TrainData
@@ -56,6 +57,7 @@ class Result:
     metrics: dict
     eval_metrics: Optional[dict]
     seconds: float
+    probe_metrics: Optional[dict] = None   # the last evaluation's probe/<name>/... (config.probes)
 
 
 class Trainer:
@@ -97,10 +99,11 @@ class Trainer:
             self.data.check_shards()
         except DataError as e:
             raise TrainError(str(e))
+        self.probes = self._load_probes()
         self.with_nsp = (self.task == "mlm" and self.config.train.with_nsp
                          and self.manifest.layout == "pairs")
         self.metric_names = objectives.metric_names(self.task, self.with_nsp)
-        self._eval_fn = None  # traced on first use
+        self._eval_fn = self._probe_fn = None  # traced on first use
         self._build_state()
 
     @property
@@ -159,10 +162,32 @@ class Trainer:
                              % (m.data_dir, m.fingerprint, recorded.get("fingerprint"),
                                 recorded.get("train_dir")))
 
+    def _load_probes(self):
+        """config.probes read and tokenized with the data's vocabulary (pretrain/probes.py): a bad
+        file fails here, before the first step."""
+        if not self.config.probes:
+            return []
+        from data_pipeline.tokenizer import VocabError, load_tokenizer
+
+        vocab = self.manifest.vocab
+        if vocab is None:
+            raise TrainError("config.probes: the data manifest of %s records no vocabulary to "
+                             "tokenize the probes' text with." % self.manifest.data_dir)
+        try:
+            tokenizer = load_tokenizer(vocab.path, vocab.lower_case)
+            return probes.load(self.config.probes, tokenizer, self.model_config.max_position_embeddings,
+                               self.manifest.seq_len)
+        except (OSError, VocabError) as e:
+            raise TrainError("config.probes: cannot open the data's vocabulary %s: %s" % (vocab.path, e))
+        except probes.ProbeError as e:
+            raise TrainError("config.probes: %s" % e)
+
     def resolved_config(self):
         """The config as the run trains with it (config.json): the model as built, the precision
-        resolved."""
+        resolved. A run without probes has no "probes" key, as before probes existed."""
         d = run_config.as_dict(self.config)
+        if not d["probes"]:
+            del d["probes"]
         d["model"] = self.model_config.to_dict()
         d["train"]["precision"] = self.precision
         return d
@@ -299,6 +324,63 @@ class Trainer:
             self._eval_fn = eval_step
         return self._eval_fn
 
+    # -------------------------------------------------------------------------------- probes
+
+    def probe_features(self, ids, segments):
+        """The encoder's features of rows (int [N, L] ids and segments, padded with the pad id):
+        [N, 2H] float32, [CLS] and the mean over the row's tokens, from the last layer. Computed
+        by every replica on its slice of each global batch and gathered, so every worker of a
+        run must call it (with the same rows)."""
+        step = self._probe_step()
+        batch = self.config.train.global_batch_size
+        count = len(ids)
+        pad = -count % batch      # whole global batches: one static shape (TPUs), equal slices
+        ids = np.concatenate([ids, np.zeros((pad, ids.shape[1]), ids.dtype)])
+        segments = np.concatenate([segments, np.zeros((pad, segments.shape[1]), segments.dtype)])
+        mask = (ids != self.manifest.vocab.special_ids.pad).astype(np.int32)
+        out = [step({"input_ids": ids[i:i + batch], "segment_ids": segments[i:i + batch],
+                     "input_mask": mask[i:i + batch]}).numpy() for i in range(0, len(ids), batch)]
+        return np.concatenate(out)[:count]
+
+    def _probe_step(self):
+        """The probes' forward pass, traced once per trainer."""
+        if self._probe_fn is None:
+            kind = objectives.MASK_KIND[self.task]
+            replicas = self.strategy.num_replicas_in_sync
+
+            def replica_features(batch):
+                bias = attention_bias(batch["input_mask"], batch["segment_ids"], kind)
+                hidden, _ = self.model(batch["input_ids"], batch["segment_ids"], bias, training=False)
+                hidden = tf.cast(hidden, tf.float32)
+                weights = tf.cast(batch["input_mask"], tf.float32)[:, :, None]
+                mean = tf.reduce_sum(hidden * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1.0)
+                return tf.concat([hidden[:, 0], mean], axis=1)
+
+            @tf.function
+            def probe_step(batch):
+                if replicas > 1:
+                    rows = self.config.train.global_batch_size // replicas
+
+                    def slice_for(ctx):
+                        i = ctx.replica_id_in_sync_group
+                        return {k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}
+                    batch = self.strategy.experimental_distribute_values_from_function(slice_for)
+                features = self.strategy.run(replica_features, args=(batch,))
+                return self.strategy.gather(features, axis=0)
+
+            self._probe_fn = probe_step
+        return self._probe_fn
+
+    def _probe_and_report(self, reporter, step):
+        """Every probe scored at `step` (every worker computes; the chief reports)."""
+        if not self.probes:
+            return None
+        started = time.time()
+        metrics = probes.evaluate(self.probes, self.probe_features, self.config.seed)
+        metrics["probe/seconds"] = time.time() - started
+        reporter.report(metrics, "probe", step)
+        return metrics
+
     # ----------------------------------------------------------------------------- the run
 
     def train(self) -> Result:
@@ -358,6 +440,7 @@ class Trainer:
         reporter = Reporter(self.rundir, c.steps, enabled=self.info.is_chief, progress=self.progress)
         reporter.start(step)
         metrics, eval_metrics, status = {}, None, "finished"
+        probe_metrics = self._probe_and_report(reporter, step) if step == 0 else None  # the curve's start
         with _StopSignals() as stop:
             while step < c.steps:
                 n = min(c.steps_per_loop, c.steps - step)
@@ -384,7 +467,7 @@ class Trainer:
                                      "stopping. The last finite checkpoint is kept. Lower the "
                                      "learning rate or enable clipping." % (c.max_nonfinite_in_a_row, step))
                 if c.eval_every and step % c.eval_every == 0 and step < c.steps:
-                    eval_metrics = self._eval_and_report(reporter, step)
+                    eval_metrics, probe_metrics = self._eval_and_report(reporter, step)
                 if step % c.checkpoint_every == 0 or step >= c.steps:
                     self.save()
                 if self._agree(stop.requested is not None):
@@ -395,8 +478,8 @@ class Trainer:
                                  "Preempted (SIGTERM)", step))
                     break
             if status == "finished":
-                eval_metrics = self._eval_and_report(reporter, step)
-        result = Result(step, status, metrics, eval_metrics, time.time() - started)
+                eval_metrics, probe_metrics = self._eval_and_report(reporter, step)
+        result = Result(step, status, metrics, eval_metrics, time.time() - started, probe_metrics)
         reporter.final(result, self.checkpoints.directory)
         return result
 
@@ -416,11 +499,12 @@ class Trainer:
                              % self.manifest.data_dir)
 
     def _eval_and_report(self, reporter, step):
+        """(eval metrics, probe metrics) at `step`, reported."""
         self._check_data_build()
         m = self.evaluate(self.config.train.eval_steps)
         if m is not None:
             reporter.report(m, "eval", step)
-        return m
+        return m, self._probe_and_report(reporter, step)
 
     def _agree(self, flag):
         """All workers stop together: any worker's stop signal stops every worker."""
