@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -360,6 +361,62 @@ def test_transformers_loads_our_export(exported, hf_python, tmp_path, task, appl
     cases, probs = write_cases(files[0], files[1], vocab, lower_case, application, str(tmp_path))
     report = run_check(hf_python, "load", out, cases, probs)
     assert ("BertLMHeadModel" if task == "lm" else "BertForMaskedLM") in report
+
+
+# New tokens per prompt: with the longest prompt of SENTENCES, within the tiny model's 64 positions.
+GENERATE_MAX_LEN = 24
+# The 4-step run's greedy path never picks [SEP] by itself; along it, [SEP]'s log-probability falls
+# short of the pick's by 0.05 at the least for some of the prompts and by 0.18 or more for others.
+# This much more output bias on [SEP] makes some sequences end with it and others run to --max_len.
+SEP_BIAS = 0.11
+
+
+def test_transformers_greedy_generate_gives_launch_generate_tokens(exported, hf_python, tmp_path):
+    """An LM export (task lm: hf/ says BertLMHeadModel): transformers' greedy `generate` on hf/
+    continues each prompt with the tokens of `launch.generate --application=lm --strategy=greedy`,
+    id for id. Ours: the prompt is [SEP] and the text (no [CLS], no closing [SEP]), [SEP] ends a
+    sequence, at most --max_len new tokens; transformers: the same prompt, eos_token_id=[SEP],
+    max_new_tokens=--max_len."""
+    from downstream.generation import load_decoder, prefixes
+    from pretrain import export
+
+    source = ExportDir(exported)
+    model = build_model(source.config, with_nsp=False)   # as the run: no NSP head, so no pooler out
+    google_checkpoint.load_weights(model, source.prefix)
+    tokenizer = load_finetune_tokenizer(source.require_vocab(), source.lower_case)
+    bias = google_variables(model)["cls/predictions/output_bias"]
+    bias.assign(bias + SEP_BIAS * np.eye(bias.shape[0], dtype=np.float32)[tokenizer.special_ids.sep])
+    out = str(tmp_path / "lm")
+    export.export_model(model, out, source.require_vocab(), "lm", {"export": exported},
+                        lower_case=source.lower_case, formats="hf")
+    assert json.load(open(os.path.join(out, "hf", "config.json")))["architectures"] == ["BertLMHeadModel"]
+
+    texts = [a for a, _ in SENTENCES] + [SENTENCES[-1][1]]
+    prompts, results = tmp_path / "prompts.jsonl", tmp_path / "generated.jsonl"
+    prompts.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts),
+                       encoding="utf-8")
+    root = os.path.dirname(os.path.dirname(HERE))
+    done = subprocess.run([sys.executable, "-m", "launch.generate", "--export=%s" % out,
+                           "--application=lm", "--strategy=greedy", "--max_len=%d" % GENERATE_MAX_LEN,
+                           "--input=%s" % prompts, "--output=%s" % results], cwd=root, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=root,
+                                                           TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
+    # launch.generate writes text: its ids come from the calls it makes, made here again.
+    decoder, tokenizer = load_decoder(out, "lm", max_len=GENERATE_MAX_LEN)
+    ids = prefixes(tokenizer, list(enumerate(texts, 1)), "lm", GENERATE_MAX_LEN, decoder.max_positions)
+    ours = decoder.generate(ids, "greedy")
+    assert [(r["generated"], r["finished"]) for r in records] == \
+        [(tokenizer.decode(g.ids), g.finished) for g in ours]
+    assert {g.finished for g in ours} == {True, False}, "both stop rules: [SEP], and --max_len"
+    cases = [{"text": t, "prompt": [int(i) for i in p], "generated": g.ids.tolist()}
+             for t, p, g in zip(texts, ids, ours)]
+    (tmp_path / "cases.json").write_text(json.dumps({"max_new_tokens": GENERATE_MAX_LEN, "cases": cases},
+                                                    ensure_ascii=False), encoding="utf-8")
+    report = run_check(hf_python, "generate", os.path.join(out, "hf"), tmp_path / "cases.json")
+    assert "BertLMHeadModel greedy generate: %d prompts, %d ended with [SEP]" % (
+        len(texts), sum(g.finished for g in ours)) in report
 
 
 def export_files_of(directory):
