@@ -70,7 +70,9 @@ def load(directory, cases_path, probs_path):
 
 def generate(directory, cases_path):
     """CASES.json: {"max_new_tokens": N, "cases": [{"text", "prompt": our prompt ids, "generated":
-    our generated ids (ending with [SEP] when it ended the sequence)}]}."""
+    our generated ids (ending with [SEP] when it ended the sequence), "logprobs": ours of each}]}.
+    The log-probabilities are compared for the report only: how far the frameworks' round-off is
+    from the smallest margin a greedy pick had."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -80,7 +82,7 @@ def generate(directory, cases_path):
     with open(cases_path, encoding="utf-8") as f:
         spec = json.load(f)
     failures = ["%s: %s" % (k, sorted(v)) for k, v in info.items() if v and k != "error_msgs"]
-    gaps, finished = [], 0
+    gaps, finished, worst = [], 0, 0.0
     for n, case in enumerate(spec["cases"]):
         # Our LM prompt is a document start of the LM training stream: [SEP] and the text's tokens,
         # no [CLS] and no closing [SEP] (downstream.generation.prefix_ids).
@@ -100,6 +102,9 @@ def generate(directory, cases_path):
         # could cross, would make the two frameworks pick differently for no fault of either.
         top2 = [torch.topk(step[0].double(), 2).values for step in out.logits]
         gaps += [float(v[0] - v[1]) for v in top2]
+        logp = [float(torch.log_softmax(step[0].double(), -1)[t]) for step, t in zip(out.logits, theirs)]
+        shared = min(len(theirs), len(case["generated"]))
+        worst = max([worst] + [abs(a - b) for a, b in zip(logp[:shared], case["logprobs"][:shared])])
         finished += int(theirs[-1:] == [tokenizer.sep_token_id])
         if theirs != case["generated"]:
             at = next((i for i, (a, b) in enumerate(zip(theirs, case["generated"])) if a != b),
@@ -108,8 +113,9 @@ def generate(directory, cases_path):
                             "token %d, its top-2 logit gap there %.3g)"
                             % (n, case["text"], theirs, case["generated"], at,
                                gaps[len(gaps) - len(theirs) + at] if at < len(theirs) else float("nan")))
-    print("%s greedy generate: %d prompts, %d ended with [SEP], smallest top-2 logit gap %.3g" % (
-        type(model).__name__, len(spec["cases"]), finished, min(gaps) if gaps else float("nan")))
+    print("%s greedy generate: %d prompts, %d ended with [SEP], smallest top-2 logit gap %.3g, "
+          "max |d log p| of the picks %.3g" % (type(model).__name__, len(spec["cases"]), finished,
+                                              min(gaps) if gaps else float("nan"), worst))
     return failures
 
 
