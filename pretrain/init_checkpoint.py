@@ -67,10 +67,13 @@ def init_from_checkpoint(model, path: str, data_vocab=None, vocab_map: str = "",
         def named(text):
             return text.replace(local, url)
 
+        def log_named(line):
+            log(named(line))
+
         try:
             hf_format.download_hf_dir(url, local)
-            checkpoint = HFWeights(local, scratch, data_vocab, lambda line: log(named(line)))
-            return _init(model, checkpoint, data_vocab, vocab_map, lambda line: log(named(line)))
+            checkpoint = HFWeights(local, scratch, data_vocab, log_named)
+            return _init(model, checkpoint, data_vocab, vocab_map, log_named)
         except (hf_format.HFFormatError, gcs.GcsError, CheckpointError) as e:
             raise CheckpointError(named(str(e))) from None
 
