@@ -65,6 +65,8 @@ _ACT_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_new", "gelu_pytorch_tanh": "ge
 # Buffers older transformers saved with the weights (recomputed, never learned): skipped on import.
 IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# The files read_hf_dir and tokenizer_settings read (and the weight shards: *.safetensors).
+_READ = (CONFIG, WEIGHTS, WEIGHTS_INDEX, VOCAB, SENTENCEPIECE, TOKENIZER_JSON, TOKENIZER_CONFIG)
 _NSP = ("cls/seq_relationship/output_weights", "cls/seq_relationship/output_bias")
 _POOLER = ("bert/pooler/dense/kernel", "bert/pooler/dense/bias")
 # Tasks whose loss never reaches the pooler (NSP does, SimBERT and classifier fine-tuning too).
@@ -718,14 +720,45 @@ def _read_weights(directory):
             raise HFFormatError("%s lists %s in %s, but the shard does not hold it."
                                 % (index, absent[0], weight_map[absent[0]]))
         return tensors
-    pickled = [name for name in _PICKLED if os.path.isfile(os.path.join(directory, name))]
+    raise _no_weights(directory, sorted(os.listdir(directory)), _CONVERT.format(d=directory))
+
+
+def _no_weights(directory, held, convert):
+    """The HFFormatError of a directory holding the files `held` but no safetensors weights;
+    `convert`: the command that converts its pickled weights where it holds some."""
+    pickled = [name for name in _PICKLED if name in held]
     if pickled:
-        raise HFFormatError(
+        return HFFormatError(
             "%s holds %s, pickled PyTorch weights, which are never opened here (unpickling can run "
             "code). Convert them to safetensors with torch and safetensors:\n    %s"
-            % (directory, pickled[0], _CONVERT.format(d=directory)))
-    raise HFFormatError("%s has no %s (nor sharded %s): no weights to import. It holds %s."
-                        % (directory, WEIGHTS, WEIGHTS_INDEX, ", ".join(sorted(os.listdir(directory)))))
+            % (directory, pickled[0], convert))
+    return HFFormatError("%s has no %s (nor sharded %s): no weights to import. It holds %s."
+                         % (directory, WEIGHTS, WEIGHTS_INDEX, ", ".join(held)))
+
+
+def download_hf_dir(url: str, local_dir: str) -> list:
+    """Copies into `local_dir` the files of the gs:// transformers directory `url` that
+    `read_hf_dir` and `tokenizer_settings` read, each verified by CRC32C, and no others (a hub
+    snapshot may hold other frameworks' weights too: gigabytes never read). Returns their names.
+
+    Raises:
+      HFFormatError: naming `url`: no config.json there, or no safetensors weights (pickled ones
+        are not copied; the message gives the commands that convert them beside the originals).
+      storage.gcs.GcsError: the directory cannot be listed or read.
+    """
+    from storage import gcs
+
+    held = sorted(gcs.list_sizes(url))   # the objects directly under url/
+    if CONFIG not in held:
+        raise HFFormatError("%s has no %s: not a transformers model directory (%s)." % (
+            url, CONFIG, "it holds %s" % ", ".join(held[:8]) if held else "nothing is there"))
+    if WEIGHTS not in held and WEIGHTS_INDEX not in held:
+        name = url.rstrip("/").rsplit("/", 1)[-1]
+        raise _no_weights(url, held, "gcloud storage cp -r %s . && %s && gcloud storage cp %s/%s %s/" % (
+            url, _CONVERT.format(d=name), name, WEIGHTS, url.rstrip("/")))
+    names = [name for name in held if name in _READ or name.endswith(".safetensors")]
+    gcs.download_directory(url, local_dir, names)
+    return names
 
 
 def read_safetensors(path: str) -> dict:

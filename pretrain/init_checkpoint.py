@@ -3,10 +3,13 @@
     init_from_checkpoint(model, "chinese_L-12_H-768_A-12/bert_model.ckpt", data_vocab,
                          vocab_map="by_token")
     init_from_checkpoint(model, "bert-base-chinese/", data_vocab)     # a transformers directory
+    init_from_checkpoint(model, "gs://b/models/bert-base-chinese", data_vocab)   # also on GCS
 
-The checkpoint is any Google-layout one (`pretrain.google_checkpoint`), or a local transformers
+The checkpoint is any Google-layout one (`pretrain.google_checkpoint`), or a transformers
 BERT/RoBERTa directory (config.json and *.safetensors, no bert_model.ckpt; read by
-`hf_format.read_hf_dir`, its vocabulary from vocab.txt, sentencepiece.model or tokenizer.json).
+`hf_format.read_hf_dir`, its vocabulary from vocab.txt, sentencepiece.model or tokenizer.json),
+local or gs:// (the files it reads copied to a temporary directory first, CRC32C-verified, by
+`hf_format.download_hf_dir`; messages name the gs:// files).
 What this module adds is the check that the run can use it: the run's architecture must equal the
 config beside the checkpoint (bert_config.json, or config.json), and the data's vocabulary must be
 the checkpoint's, or be mapped to its rows (`vocab_map`). Optimizer state and the step start fresh.
@@ -19,7 +22,7 @@ import tempfile
 
 import numpy as np
 
-from storage import fs
+from storage import fs, gcs
 from data_pipeline.tokenizer import VocabError, load_tokenizer
 from pretrain import hf_format
 from pretrain.export_dir import BERT_CONFIG, CHECKPOINT, ExportDir
@@ -42,19 +45,46 @@ def init_from_checkpoint(model, path: str, data_vocab=None, vocab_map: str = "",
 
     Args:
       model: the built `BertPretrainingModel` of the run.
-      path: checkpoint prefix or directory (Google layout), or a transformers model directory.
+      path: checkpoint prefix or directory (Google layout), or a transformers model directory
+        (local or gs://).
       data_vocab: the data's vocabulary (its manifest's `VocabRecord`: path, sha256), or None.
       vocab_map: "", "by_token" or a path.
       log: a function taking one line of text.
     """
-    if is_hf_dir(path):
-        with tempfile.TemporaryDirectory(prefix="init-vocab-") as scratch:
+    try:
+        hf = is_hf_dir(path)
+    except gcs.GcsError as e:
+        raise CheckpointError(str(e))
+    if not hf:
+        return _init(model, ExportDir(path), data_vocab, vocab_map, log)
+    with tempfile.TemporaryDirectory(prefix="init-hf-") as scratch:
+        if not gcs.is_gcs(path):
             return _init(model, HFWeights(path, scratch, data_vocab, log), data_vocab, vocab_map, log)
-    return _init(model, ExportDir(path), data_vocab, vocab_map, log)
+        # A gs:// directory is read from a local copy of its files, whose path no message shows:
+        # errors and log lines name the gs:// files.
+        local, url = os.path.join(scratch, "hf"), path.rstrip("/")
+
+        def named(text):
+            return text.replace(local, url)
+
+        def log_named(line):
+            log(named(line))
+
+        try:
+            hf_format.download_hf_dir(url, local)
+            checkpoint = HFWeights(local, scratch, data_vocab, log_named)
+            return _init(model, checkpoint, data_vocab, vocab_map, log_named)
+        except (hf_format.HFFormatError, gcs.GcsError, CheckpointError) as e:
+            raise CheckpointError(named(str(e))) from None
 
 
 def is_hf_dir(path: str) -> bool:
-    """Whether `path` is a local transformers model directory: config.json, no Google checkpoint."""
+    """Whether `path` is a transformers model directory: config.json, and no Google checkpoint
+    (bert_model.ckpt*). Local, or gs:// (listed with google-cloud-storage, as the preflight does:
+    a GcsError when it cannot be)."""
+    if gcs.is_gcs(path):
+        held = gcs.list_sizes(path)
+        return hf_format.CONFIG in held and not any(name.startswith(CHECKPOINT) for name in held)
     return (not fs.is_remote(path) and os.path.isfile(os.path.join(path, hf_format.CONFIG))
             and not glob.glob(os.path.join(glob.escape(path), CHECKPOINT + "*")))
 

@@ -174,12 +174,13 @@ def upload_directory(local_dir: str, url: str, names):
         raise
 
 
-def download_directory(url: str, local_dir: str):
-    """Downloads every object under url/ into local_dir (flat names), each verified by CRC32C."""
+def download_directory(url: str, local_dir: str, names=None):
+    """Downloads every object under url/ (or those of `names`, relative to it) into local_dir
+    (flat names), each verified by CRC32C; returns the names."""
     c = client()
     bucket_name, prefix = split(url)
     os.makedirs(local_dir, exist_ok=True)
-    names = list_names(url, c)
+    names = list_names(url, c) if names is None else list(names)
     for name in names:
         if "/" in name:
             continue

@@ -5,6 +5,12 @@ has torch and transformers 5 (and no need for TensorFlow): tests/export/test_hf_
         Loads DIR with AutoTokenizer and AutoModelForMaskedLM (AutoModelForCausalLM when
         config.json says is_decoder) and checks, case by case, that the tokenizer gives our
         ids and segment ids and the model our MLM probabilities (max |dp| <= 1e-5).
+    python hf_check.py generate DIR CASES.json
+        Loads DIR (an LM export: BertLMHeadModel) with AutoModelForCausalLM and AutoTokenizer and
+        checks, case by case, that the tokenizer makes our LM prompt of the case's text and that
+        greedy `generate` continues it with our tokens (launch.generate --application=lm
+        --strategy=greedy), id for id, [SEP] ending a sequence as ours does; and that every
+        tensor of the file has its place in the model and none is missing.
     python hf_check.py make KIND DIR VOCAB OUT.npz
         Writes a small randomly initialised BertForMaskedLM (KIND "bert") or RobertaForMaskedLM
         ("roberta") of VOCAB's size to DIR with save_pretrained (a BertTokenizer over VOCAB with
@@ -62,6 +68,57 @@ def load(directory, cases_path, probs_path):
     return failures
 
 
+def generate(directory, cases_path):
+    """CASES.json: {"max_new_tokens": N, "cases": [{"text", "prompt": our prompt ids, "generated":
+    our generated ids (ending with [SEP] when it ended the sequence), "logprobs": ours of each}]}.
+    The log-probabilities are compared for the report only: how far the frameworks' round-off is
+    from the smallest margin a greedy pick had."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, info = AutoModelForCausalLM.from_pretrained(directory, output_loading_info=True)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    with open(cases_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    failures = ["%s: %s" % (k, sorted(v)) for k, v in info.items() if v and k != "error_msgs"]
+    gaps, finished, worst = [], 0, 0.0
+    for n, case in enumerate(spec["cases"]):
+        # Our LM prompt is a document start of the LM training stream: [SEP] and the text's tokens,
+        # no [CLS] and no closing [SEP] (downstream.generation.prefix_ids).
+        prompt = [tokenizer.sep_token_id] + tokenizer(case["text"], add_special_tokens=False)["input_ids"]
+        if prompt != case["prompt"]:
+            failures.append("case %d %r: transformers' prompt %s, ours %s" % (n, case["text"], prompt,
+                                                                             case["prompt"]))
+            continue
+        ids = torch.tensor([prompt])
+        with torch.no_grad():   # one prompt per call: no padding, so positions count from 0 as ours
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
+                                 max_new_tokens=spec["max_new_tokens"], eos_token_id=tokenizer.sep_token_id,
+                                 pad_token_id=tokenizer.pad_token_id,
+                                 output_logits=True, return_dict_in_generate=True)
+        theirs = out.sequences[0, len(prompt):].tolist()
+        # The margin of every greedy pick (top-1 minus top-2 logit): a tie, or a gap float round-off
+        # could cross, would make the two frameworks pick differently for no fault of either.
+        top2 = [torch.topk(step[0].double(), 2).values for step in out.logits]
+        gaps += [float(v[0] - v[1]) for v in top2]
+        logp = [float(torch.log_softmax(step[0].double(), -1)[t]) for step, t in zip(out.logits, theirs)]
+        shared = min(len(theirs), len(case["generated"]))
+        worst = max([worst] + [abs(a - b) for a, b in zip(logp[:shared], case["logprobs"][:shared])])
+        finished += int(theirs[-1:] == [tokenizer.sep_token_id])
+        if theirs != case["generated"]:
+            at = next((i for i, (a, b) in enumerate(zip(theirs, case["generated"])) if a != b),
+                      min(len(theirs), len(case["generated"])))
+            failures.append("case %d %r: transformers generated %s, ours %s (first difference at "
+                            "token %d, its top-2 logit gap there %.3g)"
+                            % (n, case["text"], theirs, case["generated"], at,
+                               gaps[len(gaps) - len(theirs) + at] if at < len(theirs) else float("nan")))
+    print("%s greedy generate: %d prompts, %d ended with [SEP], smallest top-2 logit gap %.3g, "
+          "max |d log p| of the picks %.3g" % (type(model).__name__, len(spec["cases"]), finished,
+                                              min(gaps) if gaps else float("nan"), worst))
+    return failures
+
+
 def make(kind, directory, vocab, out):
     import torch
     from transformers import (BertConfig, BertForMaskedLM, BertTokenizer, RobertaConfig,
@@ -114,7 +171,7 @@ def main(argv):
     import torch
 
     torch.set_num_threads(1)
-    commands = {"load": load, "make": make, "st": sentence_vectors}
+    commands = {"load": load, "generate": generate, "make": make, "st": sentence_vectors}
     failures = commands[argv[0]](*argv[1:])
     for failure in failures:
         print("FAIL", failure)

@@ -1,8 +1,10 @@
 """--config.init_checkpoint: a new run starts from Google-layout weights (here: an export), once;
 a checkpoint with another vocabulary is refused, or remapped by token when asked. A transformers
-directory (our export's hf/) starts a run the same way, with the same checks."""
+directory (our export's hf/) starts a run the same way, with the same checks, local or gs:// (a
+GCS emulator on loopback)."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -110,3 +112,67 @@ def test_transformers_directories_it_cannot_use_are_one_error(mlm_data, exported
         (d / "vocab.txt").write_text("\n".join(tokens), encoding="utf-8")
     with pytest.raises(TrainError, match=message):
         _trainer(mlm_data, tmp_path / "run", str(d)).restore()
+
+
+# ------------------------------------------------------------- a transformers directory on GCS
+
+def _upload(directory, url):
+    from storage import gcs
+
+    names = sorted(p.name for p in directory.iterdir())
+    gcs.upload_directory(str(directory), url, names)
+
+
+def test_a_run_starts_from_a_transformers_directory_on_gcs(mlm_data, exported_hf, gcs_emulator, tmp_path):
+    """init_checkpoint=gs://.../hf: the files it reads are copied (and no others), and the run
+    starts from the same weights as from the local directory; the log names the gs:// directory."""
+    from pretrain.init_checkpoint import init_from_checkpoint
+
+    d = _hf_copy(exported_hf, tmp_path, "hf")
+    (d / "pytorch_model.bin").write_bytes(b"never opened, never copied")   # beside the safetensors
+    url = "gs://%s/models/hf" % gcs_emulator
+    _upload(d, url)
+    assert hf_format.download_hf_dir(url, str(tmp_path / "copy")) == [
+        "config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]
+    local = _trainer(mlm_data, tmp_path / "local", str(d))
+    local.restore()
+    remote = _trainer(mlm_data, tmp_path / "remote", url + "/")
+    lines = []
+    init_from_checkpoint(remote.model, url + "/", remote.manifest.vocab, log=lines.append)
+    for (name, a), b in zip(google_variables(local.model).items(), google_variables(remote.model).values()):
+        if not name.startswith("bert/pooler/"):   # not in hf/: each run keeps its initial values
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+    assert lines[-1].startswith("init_checkpoint: ") and " variables loaded from %s;" % url in lines[-1]
+
+
+@pytest.mark.parametrize("case,message", [
+    ("pickled", r"config.init_checkpoint: {url} holds pytorch_model.bin, pickled PyTorch weights, "
+                r"which are never opened .*\n    gcloud storage cp -r {url} \. && python -c .*torch.load\("
+                r"'hf/pytorch_model.bin', .* && gcloud storage cp hf/model.safetensors {url}/$"),
+    ("gpt2", r"config.init_checkpoint: {url}/config.json: model_type 'gpt2' is not a BERT encoder"),
+    ("truncated", r"config.init_checkpoint: {url}/model.safetensors is truncated or corrupt"),
+    ("vocab", r"config.init_checkpoint: The vocabulary beside init_checkpoint \({url}/vocab.txt\) differs"),
+    ("bucket", r"config.init_checkpoint: gs://missing-bucket/models/hf: not found")])
+def test_gcs_transformers_directories_it_cannot_use_are_one_error_naming_the_file(
+        mlm_data, exported_hf, gcs_emulator, tmp_path, case, message):
+    d = _hf_copy(exported_hf, tmp_path, "hf")
+    url = "gs://%s/models/%s/hf" % (gcs_emulator, case)
+    if case == "pickled":
+        (d / "model.safetensors").rename(d / "pytorch_model.bin")
+    elif case == "gpt2":
+        config = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps(dict(config, model_type="gpt2")))
+    elif case == "truncated":
+        data = (d / "model.safetensors").read_bytes()
+        (d / "model.safetensors").write_bytes(data[:-100])
+    elif case == "vocab":
+        tokens = (d / "vocab.txt").read_text(encoding="utf-8").split("\n")
+        tokens[100], tokens[200] = tokens[200], tokens[100]
+        (d / "vocab.txt").write_text("\n".join(tokens), encoding="utf-8")
+    else:
+        url = "gs://missing-bucket/models/hf"
+    if case != "bucket":
+        _upload(d, url)
+    with pytest.raises(TrainError, match=message.format(url=re.escape(url))) as e:
+        _trainer(mlm_data, tmp_path / "run", url).restore()
+    assert str(e.value).count("\n") <= 1 and "init-hf-" not in str(e.value)   # no temporary copy

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -334,6 +335,15 @@ def run_check(hf_python, *args):
     return result.stdout
 
 
+def documented_snippet(document, name, path):
+    """The ```python block of docs/DOCUMENT that uses `name`; it must load from `path`."""
+    with open(os.path.join(HERE, "..", "..", "docs", document), encoding="utf-8") as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+    snippet = next(b for b in blocks if name in b)
+    assert path in snippet
+    return snippet
+
+
 def write_cases(config_path, checkpoint, vocab, lower_case, application, directory):
     """Our token ids and MLM probabilities on SENTENCES, as hf_check.py `load` reads them."""
     tokenizer = load_finetune_tokenizer(vocab, lower_case=lower_case)
@@ -360,6 +370,94 @@ def test_transformers_loads_our_export(exported, hf_python, tmp_path, task, appl
     cases, probs = write_cases(files[0], files[1], vocab, lower_case, application, str(tmp_path))
     report = run_check(hf_python, "load", out, cases, probs)
     assert ("BertLMHeadModel" if task == "lm" else "BertForMaskedLM") in report
+
+
+# New tokens per prompt (launch.generate's default --max_len): with the longest prompt of SENTENCES,
+# within the tiny model's 64 positions.
+GENERATE_MAX_LEN = 32
+
+
+def sep_bias(source, texts):
+    """(bias, margin): output bias to add to [SEP] so that greedy decoding by the export `source`
+    ends some of `texts`' continuations with [SEP] and runs others to GENERATE_MAX_LEN.
+
+    A 4-step run's greedy path never picks [SEP] by itself. Along each continuation, the step where
+    [SEP]'s log-probability comes closest to the pick's decides: a bias above that shortfall ends the
+    sequence there (the picks before it are unchanged), one below it leaves the sequence whole. The
+    bias is the middle of the widest gap between the texts' shortfalls; `margin` is half that gap."""
+    from downstream.generation import load_decoder, prefixes
+
+    decoder, tokenizer = load_decoder(source, "lm", max_len=GENERATE_MAX_LEN, end_id=None)
+    ids = prefixes(tokenizer, list(enumerate(texts, 1)), "lm", GENERATE_MAX_LEN, decoder.max_positions)
+    model = build_transformer_model(source.config_path, source, application="lm", with_mlm=True)
+    shortfalls = []
+    for prompt, generation in zip(ids, decoder.generate(ids, "greedy")):
+        sequence = np.array([list(prompt) + list(generation.ids)])
+        probs = model([sequence, np.zeros_like(sequence)]).numpy()[0]
+        logp = np.log(probs[len(prompt) - 1:-1])   # [T, V]: the distributions each pick was made from
+        shortfalls.append(float((logp.max(-1) - logp[:, tokenizer.special_ids.sep]).min()))
+    shortfalls.sort()
+    widest = int(np.argmax(np.diff(shortfalls)))
+    return (shortfalls[widest] + shortfalls[widest + 1]) / 2, (shortfalls[widest + 1] - shortfalls[widest]) / 2
+
+
+def test_transformers_greedy_generate_gives_launch_generate_tokens(exported, hf_python, tmp_path):
+    """An LM export (task lm: hf/ says BertLMHeadModel): transformers' greedy `generate` on hf/
+    continues each prompt with the tokens of `launch.generate --application=lm --strategy=greedy`,
+    id for id. Ours: the prompt is [SEP] and the text (no [CLS], no closing [SEP]), [SEP] ends a
+    sequence, at most --max_len new tokens; transformers: the same prompt, eos_token_id=[SEP],
+    max_new_tokens=--max_len. docs/export.md's call gives them too."""
+    from downstream.generation import load_decoder, prefixes
+    from pretrain import export
+
+    source = ExportDir(exported)
+    texts = [a for a, _ in SENTENCES] + [SENTENCES[-1][1]]
+    raise_sep, margin = sep_bias(source, texts)
+    assert margin > 1e-3, "shortfalls too close to split: %.3g" % margin   # float round-off: ~1e-6
+    model = build_model(source.config, with_nsp=False)   # as the run: no NSP head, so no pooler out
+    google_checkpoint.load_weights(model, source.prefix)
+    tokenizer = load_finetune_tokenizer(source.require_vocab(), source.lower_case)
+    bias = google_variables(model)["cls/predictions/output_bias"]
+    bias.assign(bias + raise_sep * np.eye(bias.shape[0], dtype=np.float32)[tokenizer.special_ids.sep])
+    out = str(tmp_path / "lm")
+    export.export_model(model, out, source.require_vocab(), "lm", {"export": exported},
+                        lower_case=source.lower_case, formats="hf")
+    assert json.load(open(os.path.join(out, "hf", "config.json")))["architectures"] == ["BertLMHeadModel"]
+
+    prompts, results = tmp_path / "prompts.jsonl", tmp_path / "generated.jsonl"
+    prompts.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts),
+                       encoding="utf-8")
+    root = os.path.dirname(os.path.dirname(HERE))
+    done = subprocess.run([sys.executable, "-m", "launch.generate", "--export=%s" % out,
+                           "--application=lm", "--strategy=greedy", "--max_len=%d" % GENERATE_MAX_LEN,
+                           "--input=%s" % prompts, "--output=%s" % results], cwd=root, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=root,
+                                                           TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
+    # launch.generate writes text: its ids come from the calls it makes, made here again.
+    decoder, tokenizer = load_decoder(out, "lm", max_len=GENERATE_MAX_LEN)
+    ids = prefixes(tokenizer, list(enumerate(texts, 1)), "lm", GENERATE_MAX_LEN, decoder.max_positions)
+    ours = decoder.generate(ids, "greedy")
+    assert [(r["generated"], r["finished"]) for r in records] == \
+        [(tokenizer.decode(g.ids), g.finished) for g in ours]
+    assert {g.finished for g in ours} == {True, False}, "both stop rules: [SEP], and --max_len"
+    cases = [{"text": t, "prompt": [int(i) for i in p], "generated": g.ids.tolist(),
+              "logprobs": g.logprobs.tolist()}
+             for t, p, g in zip(texts, ids, ours)]
+    (tmp_path / "cases.json").write_text(json.dumps({"max_new_tokens": GENERATE_MAX_LEN, "cases": cases},
+                                                    ensure_ascii=False), encoding="utf-8")
+    report = run_check(hf_python, "generate", os.path.join(out, "hf"), tmp_path / "cases.json")
+    assert "BertLMHeadModel greedy generate: %d prompts, %d ended with [SEP]" % (
+        len(texts), sum(g.finished for g in ours)) in report
+
+    # docs/export.md's transformers call, run as written (only the export path is this test's).
+    snippet = documented_snippet("export.md", "AutoModelForCausalLM", '"exports/lm/4/hf"')
+    assert 'text = "%s"' % texts[0] in snippet
+    code = snippet.replace('"exports/lm/4/hf"', repr(os.path.join(out, "hf")))
+    done = subprocess.run([hf_python, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ours[0].ids.tolist()
 
 
 def export_files_of(directory):
@@ -436,10 +534,8 @@ def test_sentence_transformers_gives_our_simbert_vectors(exported, hf_python, tm
 def test_the_documented_transformers_fine_tuning_snippet_runs(exported_hf, hf_python):
     """docs/downstream.md's transformers 5 example, run as written on an `--format=hf` export (only
     the export path is this test's)."""
-    with open(os.path.join(HERE, "..", "..", "docs", "downstream.md"), encoding="utf-8") as f:
-        blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
-    snippet = next(b for b in blocks if "AutoModelForSequenceClassification" in b)
-    assert '"exports/base/1000000/hf"' in snippet
+    snippet = documented_snippet("downstream.md", "AutoModelForSequenceClassification",
+                                 '"exports/base/1000000/hf"')
     code = snippet.replace('"exports/base/1000000/hf"', repr(os.path.join(exported_hf, "hf")))
     done = subprocess.run([hf_python, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
