@@ -206,32 +206,32 @@ def backbone_config(config) -> dict:
         "max_sequence_length": config.max_position_embeddings, "num_segments": config.type_vocab_size})
 
 
-def tokenizer_config(lower_case: bool) -> dict:
+def tokenizer_config() -> dict:
     """tokenizer.json: BertTokenizer over assets/tokenizer/vocabulary.txt; case and accents kept
-    (lower_case False: check_exportable refuses the rest), CJK ideographs split (its default)."""
+    (a cased vocabulary: check_exportable refuses the others), CJK ideographs split (its default)."""
     return _serialized("bert_tokenizer", "BertTokenizer", {
         "name": "bert_tokenizer", "trainable": True, "dtype": _dtype("int32"),
         "config_file": TOKENIZER, "vocabulary": None, "sequence_length": None,
-        "lowercase": bool(lower_case), "strip_accents": bool(lower_case), "split": True,
+        "lowercase": False, "strip_accents": False, "split": True,
         "suffix_indicator": "##", "oov_token": "[UNK]", "special_tokens": None,
         "special_tokens_in_strings": False})
 
 
-def preprocessor_config(config, lower_case: bool) -> dict:
+def preprocessor_config(config) -> dict:
     """preprocessor.json: BertMaskedLMPreprocessor with KerasHub's masking defaults, inputs padded
     to max_position_embeddings."""
     return _serialized("bert_masked_lm_preprocessor", "BertMaskedLMPreprocessor", {
         "name": "bert_masked_lm_preprocessor", "trainable": True, "dtype": _dtype("float32"),
-        "tokenizer": tokenizer_config(lower_case), "config_file": PREPROCESSOR,
+        "tokenizer": tokenizer_config(), "config_file": PREPROCESSOR,
         "sequence_length": config.max_position_embeddings, "truncate": "round_robin",
         "mask_selection_rate": 0.15, "mask_selection_length": 96, "mask_token_rate": 0.8,
         "random_token_rate": 0.1})
 
 
-def task_config(config, lower_case: bool) -> dict:
+def task_config(config) -> dict:
     """task.json: BertMaskedLM over the backbone and preprocessor above."""
     return _serialized("bert_masked_lm", "BertMaskedLM", {
-        "backbone": backbone_config(config), "preprocessor": preprocessor_config(config, lower_case),
+        "backbone": backbone_config(config), "preprocessor": preprocessor_config(config),
         "name": "bert_masked_lm"})
 
 
@@ -247,7 +247,7 @@ def write_keras_hub_dir(directory: str, values: dict, config, vocab_path: str, l
       values: {Google name: array}, e.g. an export's variables.
       config: the model's `BertConfig`.
       vocab_path: the vocab.txt the model was trained with (local or gs://).
-      lower_case: the tokenizer's case folding (must be False: see `check_exportable`).
+      lower_case: the tokenizer's case folding (False: `check_exportable` refuses True).
       task: the run's task ("mlm", "unilm", "simbert", or a fine-tuning task; "lm" is refused).
       card: what the model card (README.md) records: {"run": ..., "step": ..., ...}.
     """
@@ -267,15 +267,15 @@ def write_keras_hub_dir(directory: str, values: dict, config, vocab_path: str, l
     vocabulary = "".join(token + "\n" for token in tok.vocab)
     # KerasHub reads the file as text (universal newlines), a token per line, right-stripped.
     read_back = [line.rstrip() for line in io.StringIO(vocabulary, newline=None)]
-    bad = [ours for ours, theirs in itertools.zip_longest(tok.vocab, read_back) if ours != theirs or not ours]
+    bad = [ours for ours, theirs in itertools.zip_longest(tok.vocab, read_back)
+           if ours != theirs or not ours]
     if bad:
         raise KerasHubFormatError("%s has the token %r, which KerasHub's vocabulary file (a token per "
                                   "line, right-stripped) cannot hold." % (vocab_path, bad[0]))
     weights = to_keras_hub(values, config)
     pooler_trained = any(name in values for name in _NSP) or task not in _POOLER_UNTRAINED
-    texts = {CONFIG: backbone_config(config), TASK: task_config(config, tok.lower_case),
-             TOKENIZER: tokenizer_config(tok.lower_case),
-             PREPROCESSOR: preprocessor_config(config, tok.lower_case),
+    texts = {CONFIG: backbone_config(config), TASK: task_config(config), TOKENIZER: tokenizer_config(),
+             PREPROCESSOR: preprocessor_config(config),
              METADATA: {"keras_version": KERAS_VERSION, "keras_hub_version": KERAS_HUB_VERSION,
                         "parameter_count": sum(v.size for group in weights[MODEL_WEIGHTS].values()
                                                for v in group.values()),
@@ -289,7 +289,8 @@ def write_keras_hub_dir(directory: str, values: dict, config, vocab_path: str, l
     with open(os.path.join(directory, CARD), "w", encoding="utf-8") as f:
         f.write(_model_card(config, task, pooler_trained, card or {}))
     _write_weights(os.path.join(directory, MODEL_WEIGHTS), weights[MODEL_WEIGHTS])
-    _write_weights(os.path.join(directory, TASK_WEIGHTS), dict(weights[TASK_WEIGHTS], optimizer=_OPTIMIZER))
+    _write_weights(os.path.join(directory, TASK_WEIGHTS),
+                   dict(weights[TASK_WEIGHTS], optimizer=_OPTIMIZER))
     return sorted(list(texts) + [VOCABULARY, CARD, MODEL_WEIGHTS, TASK_WEIGHTS])
 
 
