@@ -4,16 +4,21 @@ r"""Exports a pretraining run as a Google BERT checkpoint directory for fine-tun
     python -m launch.export --workdir=gs://b/runs/base --output=gs://b/exports/base/ema --ema
     python -m launch.export --workdir=workspace/runs/base --output=workspace/exports/base/4 \
         --format=google,hf
+    python -m launch.export --workdir=workspace/runs/cased --output=workspace/exports/cased/4 \
+        --format=keras_hub
 
 Writes bert_config.json, bert_model.ckpt.{index,data-00000-of-00001} (Google's variable names),
 the vocabulary and export_manifest.json; the latest checkpoint unless --step is given. Load it with
 `downstream.build_transformer_model(config, checkpoint)`, bert4keras, HF transformers' TF loader or
 google-research/bert's run_classifier.py. --format=google,hf (or --format=hf: the Google layout
 is always written) adds OUTPUT/hf/, a directory transformers 5 loads (`from_pretrained`); a model
-it cannot hold (factorized embeddings) is refused before anything is written. Re-running the same
-command does nothing; an output holding another export is refused, and so is a second export to
-an output while one writes it (a lock file .<output name>.lock beside it). gs:// paths are checked
-first (`storage.gcs.preflight`).
+it cannot hold (factorized embeddings) is refused before anything is written. --format=keras_hub
+adds OUTPUT/keras_hub/, a preset that `keras_hub.models.BertBackbone.from_preset`, `BertMaskedLM`
+and `BertTokenizer` load (keras-hub 0.32); KerasHub's BERT holds only hidden_act=gelu_new models
+with a cased WordPiece vocabulary, not causal-LM runs, and refuses the rest the same way. Re-running
+the same command does nothing; an output holding another export is refused, and so is a second
+export to an output while one writes it (a lock file .<output name>.lock beside it). gs:// paths
+are checked first (`storage.gcs.preflight`).
 """
 
 import sys
@@ -32,7 +37,8 @@ flags.DEFINE_string("vocab", None, "The vocabulary file, for runs from before th
                     "readable here (checked against its sha256).")
 flags.DEFINE_string("format", "google", "Comma-separated formats: google (always written, at the top "
                     "of --output), hf (a transformers directory in OUTPUT/hf/), sentence_transformers "
-                    "(OUTPUT/hf/ loads as a SentenceTransformer too: SimBERT's vectors).")
+                    "(OUTPUT/hf/ loads as a SentenceTransformer too: SimBERT's vectors), keras_hub (a "
+                    "KerasHub preset in OUTPUT/keras_hub/: hidden_act=gelu_new, cased WordPiece).")
 flags.mark_flags_as_required(["workdir", "output"])
 
 

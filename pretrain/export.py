@@ -18,6 +18,9 @@ slots, no step counters):
                                         formats=(..., "sentence_transformers") adds modules.json
                                         and 1_Pooling/ 2_Dense/ 3_Normalize/ to it (SimBERT's
                                         vectors; weights whose pooler was trained)
+    keras_hub/                          with formats=(..., "keras_hub"): a KerasHub preset
+                                        (config.json, model.weights.h5, task.json, task.weights.h5,
+                                        tokenizer.json, assets/...; `keras_hub_format`)
 
 The Google layout is always at the top: it is what the manifest describes, what this project's
 loaders and continued pretraining read, and what existing users expect there. Other formats are
@@ -50,7 +53,7 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from data_pipeline.manifest import Manifest, ManifestError
 from data_pipeline.tokenizer import VocabError, load_tokenizer
-from pretrain import google_checkpoint, hf_format, objectives, updates
+from pretrain import google_checkpoint, hf_format, keras_hub_format, objectives, updates
 from pretrain.export_dir import (BERT_CONFIG, CHECKPOINT, EXPORT_MANIFEST, FORMAT_DIRS, VOCAB_FILES,
                                  ExportManifest)
 from pretrain.google_checkpoint import CheckpointError
@@ -80,7 +83,8 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
       log: a function taking one line of progress text.
       formats: what to write besides the Google layout (always written, at the top): "hf" adds a
         transformers directory in output/hf/; "sentence_transformers" (implies "hf") makes that
-        directory a sentence-transformers model too.
+        directory a sentence-transformers model too; "keras_hub" adds a KerasHub preset in
+        output/keras_hub/.
 
     Returns:
       The export's manifest (written as output/export_manifest.json).
@@ -109,8 +113,8 @@ def export(workdir: str, output: str, step=None, ema: bool = False, vocab=None, 
                           "--output, or delete it first." % (output, old.get("step"), ", EMA" if
                                                             old.get("ema") else "", old.get("workdir")))
     config = _model_config(run, workdir)
-    _check_formats(formats, config)
     vocab_info = _find_vocab(rundir, run, config, vocab)
+    _check_formats(formats, config, run.get("task") or "mlm", vocab_info)
     staging = _staging_dir(output)
     try:
         values, heads = restore_weights(checkpoint, config, ema)
@@ -151,11 +155,11 @@ def export_model(model, output: str, vocab: str, task: str, source: dict, metric
     if _existing_export(output) is not None:
         raise ExportError("%s already holds an export. Choose another output directory, or delete "
                           "it first." % output)
-    _check_formats(formats, model.config)
     try:
         vocab_info = load_tokenizer(vocab, lower_case=lower_case).describe()
     except VocabError as e:
         raise ExportError(str(e))
+    _check_formats(formats, model.config, task, vocab_info)
     if vocab_info.vocab_size != model.config.vocab_size:
         raise ExportError("The vocabulary %s has %d tokens but the model has vocab_size=%d."
                           % (vocab, vocab_info.vocab_size, model.config.vocab_size))
@@ -345,13 +349,19 @@ def format_dirs(formats) -> dict:
     return {name: FORMAT_DIRS[name] for name in FORMAT_DIRS if name == "google" or name in names}
 
 
-def _check_formats(formats, config):
-    """Refuses, before anything is written, a model a requested format cannot hold."""
+def _check_formats(formats, config, task, vocab_info):
+    """Refuses, before anything is written, a model (of `task`, with the vocabulary `vocab_info`
+    describes) that a requested format cannot hold."""
     if "hf" in formats:
         try:
             hf_format.check_exportable(config)
         except hf_format.HFFormatError as e:
             raise ExportError("--format=hf: %s" % e)
+    if "keras_hub" in formats:
+        try:
+            keras_hub_format.check_exportable(config, vocab_info.kind, vocab_info.lower_case, task)
+        except keras_hub_format.KerasHubFormatError as e:
+            raise ExportError("--format=keras_hub: %s" % e)
 
 
 def _write(staging, values, config, vocab_info, heads, run, source, metrics, formats, card):
@@ -377,6 +387,13 @@ def _write(staging, values, config, vocab_info, heads, run, source, metrics, for
                 hf_format.write_sentence_transformers(os.path.join(staging, formats["hf"]), values, config)
         except hf_format.HFFormatError as e:
             raise ExportError("--format=hf: %s" % e)
+    if "keras_hub" in formats:
+        try:
+            keras_hub_format.write_keras_hub_dir(os.path.join(staging, formats["keras_hub"]), values,
+                                                 config, os.path.join(staging, vocab_file),
+                                                 vocab_info.lower_case, task, card=card)
+        except keras_hub_format.KerasHubFormatError as e:
+            raise ExportError("--format=keras_hub: %s" % e)
     files = {name: {"bytes": os.path.getsize(os.path.join(staging, name)),
                     "sha256": fs.sha256(os.path.join(staging, name))}
              for name in _file_names(staging)}

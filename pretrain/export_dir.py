@@ -13,6 +13,7 @@
       hf/                                   only where the manifest's `formats` names it: the same
                                             weights as a transformers directory (`hf_format`), and
                                             with sentence_transformers, its modules too
+      keras_hub/                            likewise: a KerasHub preset (`keras_hub_format`)
 
 The file names are defined here and nowhere else (`google_checkpoint` takes CHECKPOINT from here).
 `ExportDir` opens a directory once: the checkpoint prefix is resolved once, the manifest and the
@@ -45,7 +46,7 @@ FORMAT = "google-bert-checkpoint"
 FORMAT_VERSION = 1
 # The formats an export can hold, by name, and the subdirectory each is written to ("." the top).
 # sentence_transformers adds its files (modules.json, 1_Pooling/, ...) to the transformers directory.
-FORMAT_DIRS = {"google": ".", "hf": "hf", "sentence_transformers": "hf"}
+FORMAT_DIRS = {"google": ".", "hf": "hf", "sentence_transformers": "hf", "keras_hub": "keras_hub"}
 GOOGLE_ONLY = {"google": "."}
 
 

@@ -475,6 +475,13 @@ def _model_card(config, architecture, task, tok, names, card):
         lines += ["SentencePiece (`%s`, also included), as tokenizer.json; checked to give the "
                   "model's ids on sample text. Special tokens spelled out in text become special "
                   "ids in transformers (never in the training data)." % SENTENCEPIECE, ""]
+    return "\n".join(lines + card_source(card, config))
+
+
+def card_source(card: dict, config) -> list:
+    """The lines of a model card's "Source" (`card`'s items but its title: the run, step, data,
+    ...) and "Config" (Google's bert_config.json) sections, as every export format's card ends."""
+    lines = []
     if card:
         lines += ["## Source", ""]
         for key, value in card.items():
@@ -486,9 +493,8 @@ def _model_card(config, architecture, task, tok, names, card):
             else:
                 lines.append("- %s: %s" % (key, value))
         lines.append("")
-    lines += ["## Config (Google's bert_config.json)", "", "```json",
-              json.dumps(config.to_dict(), indent=2), "```", ""]
-    return "\n".join(lines)
+    return lines + ["## Config (Google's bert_config.json)", "", "```json",
+                    json.dumps(config.to_dict(), indent=2), "```", ""]
 
 
 # ------------------------------------------------------------------------ sentence-transformers
