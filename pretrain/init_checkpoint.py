@@ -51,7 +51,11 @@ def init_from_checkpoint(model, path: str, data_vocab=None, vocab_map: str = "",
       vocab_map: "", "by_token" or a path.
       log: a function taking one line of text.
     """
-    if not is_hf_dir(path):
+    try:
+        hf = is_hf_dir(path)
+    except gcs.GcsError as e:
+        raise CheckpointError(str(e))
+    if not hf:
         return _init(model, ExportDir(path), data_vocab, vocab_map, log)
     with tempfile.TemporaryDirectory(prefix="init-hf-") as scratch:
         if not gcs.is_gcs(path):
@@ -76,10 +80,13 @@ def init_from_checkpoint(model, path: str, data_vocab=None, vocab_map: str = "",
 
 def is_hf_dir(path: str) -> bool:
     """Whether `path` is a transformers model directory: config.json, and no Google checkpoint
-    (bert_model.ckpt*). Local or gs:// (through `storage.fs`, TensorFlow's file system, as a
-    Google-layout checkpoint is read: telling the two apart needs no other client)."""
-    pattern = fs.join(path if fs.is_remote(path) else glob.escape(path), CHECKPOINT + "*")
-    return fs.exists(fs.join(path, hf_format.CONFIG)) and not fs.glob(pattern)
+    (bert_model.ckpt*). Local, or gs:// (listed with google-cloud-storage, as the preflight does:
+    a GcsError when it cannot be)."""
+    if gcs.is_gcs(path):
+        held = gcs.list_sizes(path)
+        return hf_format.CONFIG in held and not any(name.startswith(CHECKPOINT) for name in held)
+    return (not fs.is_remote(path) and os.path.isfile(os.path.join(path, hf_format.CONFIG))
+            and not glob.glob(os.path.join(glob.escape(path), CHECKPOINT + "*")))
 
 
 class HFWeights:
