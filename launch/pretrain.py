@@ -29,6 +29,9 @@ flags.DEFINE_bool("allow_config_change", False, "Continue a run in --workdir eve
 flags.DEFINE_bool("progress", True, "Print progress lines and a final summary.")
 flags.DEFINE_bool("preflight", True, "Before building anything, check that gs:// buckets exist, "
                   "the data and init checkpoint can be read and the workdir written (seconds).")
+flags.DEFINE_multi_string("probe", [], "A downstream probe, added to config.probes (repeatable): "
+                          "NAME=TRAIN.csv,EVAL.csv[,KEY=VALUE...], KEY one of text, text_b, label, "
+                          "max_len; e.g. sentiment=train.csv,eval.csv,text=review,max_len=96.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -38,8 +41,10 @@ def main(argv):
     # Everything that can be checked without TensorFlow is, first: a typo fails in a second.
     from pretrain import run_config
     try:
+        if FLAGS.probe:
+            FLAGS.config.probes = list(FLAGS.config.probes) + [parse_probe(p) for p in FLAGS.probe]
         config = run_config.parse(FLAGS.config)
-    except run_config.ConfigError as e:
+    except (run_config.ConfigError, ValueError) as e:
         print("pretrain: error: %s" % e, file=sys.stderr)
         return 2
     from data_pipeline.manifest import Manifest, ManifestError
@@ -106,6 +111,22 @@ def _train(config, lock):
               file=sys.stderr)
         return 130
     return {"finished": 0, "preempted": 0, "interrupted": 130}.get(result.status, 1)
+
+
+def parse_probe(text: str) -> dict:
+    """--probe=NAME=TRAIN,EVAL[,KEY=VALUE...] -> a config.probes entry (checked with the config);
+    ValueError naming the flag when it is not of that shape."""
+    name, _, rest = text.partition("=")
+    parts = rest.split(",") if rest else []
+    if not name or len(parts) < 2 or "=" in parts[0] or "=" in parts[1]:
+        raise ValueError("--probe=%s: expected NAME=TRAIN.csv,EVAL.csv[,KEY=VALUE...]" % text)
+    entry = {"name": name, "train": parts[0], "eval": parts[1]}
+    for part in parts[2:]:
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError("--probe=%s: %r is not KEY=VALUE" % (text, part))
+        entry[key] = int(value) if key == "max_len" and value.isdigit() else value
+    return entry
 
 
 def _log(text):

@@ -197,3 +197,20 @@ def test_features_are_the_same_on_two_replicas(mlm_data, probe_files, tmp_path):
     assert features.shape == (11, 2 * c.model.hidden_size)
     np.testing.assert_allclose(two.probe_features(p.eval_ids[:11], p.eval_segments[:11]), features,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_the_probe_flag_adds_entries_the_config_checks():
+    from configs import base
+    from launch.pretrain import parse_probe
+    from pretrain import run_config
+
+    entry = parse_probe("sentiment=gs://b/train.csv,eval.csv,text=review,max_len=96")
+    assert entry == {"name": "sentiment", "train": "gs://b/train.csv", "eval": "eval.csv",
+                     "text": "review", "max_len": 96}
+    c = base.get_config()
+    c.probes = [entry, parse_probe("nli=t.csv,e.csv,text_b=hypothesis,lable=y")]
+    with pytest.raises(run_config.ConfigError, match=r"\[1\].lable: no such field"):
+        run_config.parse(c)
+    for bad in ("sentiment", "sentiment=train.csv", "=a,b", "s=a,b,max_len"):
+        with pytest.raises(ValueError, match="--probe=%s: " % re.escape(bad)):
+            parse_probe(bad)
