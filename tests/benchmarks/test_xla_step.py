@@ -46,6 +46,24 @@ def _config(optimizer):
     return c
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """case -> (its export directory, step.json's content), each case exported once per module: the
+    export (TensorFlow compiling and running the reference step) is most of a case's cost, and
+    test_gpu_check_runs_every_export_and_summarises runs an export identical to mlm_nsp_lamb's."""
+    root, done = tmp_path_factory.mktemp("xla_exports"), {}
+
+    def get(case):
+        if case not in done:
+            task, with_nsp, precision, optimizer = CASES[case]
+            spec = xla_step.export(None, str(root / case), seq_len=16, per_replica_batch=4,
+                                   precision=precision, task=task, with_nsp=with_nsp, save_outputs=True,
+                                   config=_config(optimizer))
+            done[case] = (root / case, spec)
+        return done[case]
+    return get
+
+
 def _run_alone(directory, tmp_path, *args):
     """xla_run.py copied alone into an empty folder and run there, as on a machine with JAX only."""
     runner = tmp_path / "alone" / "xla_run.py"
@@ -59,11 +77,9 @@ def _run_alone(directory, tmp_path, *args):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_the_exported_step_reproduces_tensorflow_under_pjrt(case, tmp_path):
+def test_the_exported_step_reproduces_tensorflow_under_pjrt(case, exported, tmp_path):
     task, with_nsp, precision, optimizer = CASES[case]
-    spec = xla_step.export(None, str(tmp_path / case), seq_len=16, per_replica_batch=4,
-                           precision=precision, task=task, with_nsp=with_nsp, save_outputs=True,
-                           config=_config(optimizer))
+    directory, spec = exported(case)
     names = [a["name"] for a in spec["arguments"]]
     assert names[0].startswith("batch/") and "global_step:0" in names
     assert sum(a["aliased_output"] is not None for a in spec["arguments"]) > 50
@@ -71,12 +87,12 @@ def test_the_exported_step_reproduces_tensorflow_under_pjrt(case, tmp_path):
 
     first = tmp_path / "first.npz"
     profiled = ["--profile=1"] if case == "mlm" else []
-    result = _run_alone(tmp_path / case, tmp_path, "--steps=2", "--warmup=1", "--save_first=%s" % first,
+    result = _run_alone(directory, tmp_path, "--steps=2", "--warmup=1", "--save_first=%s" % first,
                         *profiled)
     low = precision == "bfloat16"
     tolerance = 2e-2 if low else 1e-5          # metrics
     tensor_tolerance = 2e-2 if low else 1e-4   # updated tensors: see the module docstring
-    with np.load(tmp_path / case / "tensorflow_outputs.npz") as want, np.load(first) as got:
+    with np.load(directory / "tensorflow_outputs.npz") as want, np.load(first) as got:
         assert len(got.files) == len(want.files) == len(spec["outputs"])
         for i, output in enumerate(spec["outputs"]):
             a, b = got["out_%d" % i].astype(np.float64), want["out_%d" % i].astype(np.float64)
@@ -147,10 +163,10 @@ def test_bad_exports_are_refused_in_one_line(tmp_path):
     assert out.returncode != 0 and "export format 99; this runner reads 1" in out.stderr
 
 
-def test_gpu_check_runs_every_export_and_summarises(tmp_path):
-    """benchmarks/gpu_check.sh as a lent machine runs it, here on the CPU with a tiny export."""
-    xla_step.export(None, str(tmp_path / "exports" / "tiny_mlm"), seq_len=16, per_replica_batch=4,
-                    precision="float32", task="mlm", with_nsp=True, config=_config("lamb"))
+def test_gpu_check_runs_every_export_and_summarises(exported, tmp_path):
+    """benchmarks/gpu_check.sh as a lent machine runs it, here on the CPU with a tiny export (the MLM+NSP
+    LAMB case's, copied under another name)."""
+    shutil.copytree(exported("mlm_nsp_lamb")[0], tmp_path / "exports" / "tiny_mlm")
     env = dict(os.environ, DEVICE="cpu", STEPS="2")
     out = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"),
                           str(tmp_path / "exports"), str(tmp_path / "results")],

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 
 from configs import base
@@ -26,6 +28,26 @@ def tiny_config(data_dir, **train):
     c.train.update(**train)
     c.optimizer.update(learning_rate=1e-3, warmup_steps=2, decay_steps=100)
     return c
+
+
+@pytest.fixture(scope="session")
+def six_step_runs(mlm_data, tmp_path_factory):
+    """tiny_config's run trained to step 6 uninterrupted, and the same run cut at step 4, made once
+    for the resume tests: (the uninterrupted run's final weights, a function that copies the cut
+    run's workdir (ckpt-2, ckpt-4, metrics of steps 2 and 4) to a path and returns it, for a test
+    to resume or break its own copy)."""
+    from pretrain.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("six_step_runs")
+    full = Trainer(tiny_config(mlm_data, steps=6), str(root / "full"), progress=False)
+    full.train()
+    weights = [v.numpy() for v in full.model.weights]
+    Trainer(tiny_config(mlm_data, steps=4), str(root / "cut"), progress=False).train()
+
+    def cut_copy(path):
+        shutil.copytree(root / "cut", path)
+        return str(path)
+    return weights, cut_copy
 
 
 def _task_data(tmp_path_factory, name, inputs, task, **kw):

@@ -32,11 +32,9 @@ def _data_copy(mlm_data, tmp_path):
     return str(copy), Manifest.load(str(copy))
 
 
-def test_an_unreadable_newest_checkpoint_is_skipped_and_kept(mlm_data, tmp_path, capsys):
-    full = Trainer(tiny_config(mlm_data, steps=6), str(tmp_path / "full"), progress=False)
-    full.train()
-    workdir = str(tmp_path / "run")
-    Trainer(tiny_config(mlm_data, steps=4), workdir, progress=False).train()   # ckpt-2, ckpt-4
+def test_an_unreadable_newest_checkpoint_is_skipped_and_kept(mlm_data, six_step_runs, tmp_path, capsys):
+    full, cut_copy = six_step_runs    # a run to step 6, and one cut at step 4
+    workdir = cut_copy(tmp_path / "run")                                       # ckpt-2, ckpt-4
     data = glob.glob(os.path.join(workdir, "checkpoints", "ckpt-4.data-*"))[0]
     with open(data, "r+b") as f:
         f.truncate(os.path.getsize(data) // 2)                                 # a torn write
@@ -46,7 +44,7 @@ def test_an_unreadable_newest_checkpoint_is_skipped_and_kept(mlm_data, tmp_path,
     assert "Checkpoint %s cannot be read" % RunDir(workdir).checkpoint(4) in err
     assert "Resumed from %s (step 2)" % RunDir(workdir).checkpoint(2) in err
     assert result.step == 6
-    for a, b in zip(_weights(full), _weights(resumed)):   # the run still ends where it should
+    for a, b in zip(full, _weights(resumed)):   # the run still ends where it should
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     kept = glob.glob(os.path.join(workdir, "checkpoints", "ckpt-4.unreadable-*.data-*"))
     assert len(kept) == 1 and os.path.getsize(kept[0]) == os.path.getsize(data) // 2

@@ -119,20 +119,28 @@ def test_last_block_at_masked_positions_only_equals_the_full_encoder():
 
 # ---------------------------------------------------------------------- accumulation, replicas
 
+def _dropout_free_run(mlm_data, workdir, strategy, micro_batches):
+    c = tiny_config(mlm_data, steps=3, steps_per_loop=3, micro_batches=micro_batches, checkpoint_every=1000)
+    c.model.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    t = Trainer(c, str(workdir), strategy=strategy, progress=False)
+    t.train()
+    return _weights(t), t
+
+
+@pytest.fixture(scope="module")
+def one_big_batch(mlm_data, tmp_path_factory):
+    """The weights after 3 steps of one batch of 8 on a single replica, without accumulation (the
+    reference of both replica counts below, trained once)."""
+    return _dropout_free_run(mlm_data, tmp_path_factory.mktemp("ref"), None, 1)[0]
+
+
 @pytest.mark.parametrize("replicas", [1, 2])
-def test_accumulation_equals_one_big_batch(mlm_data, tmp_path, replicas):
+def test_accumulation_equals_one_big_batch(mlm_data, one_big_batch, tmp_path, replicas):
     """k micro-batches of b == one batch of k*b, with dropout off, on 1 and 2 replicas; and the same
     weights as a single replica without accumulation (loss normalised by global counts)."""
-    def run(name, strategy, micro_batches):
-        c = tiny_config(mlm_data, steps=3, steps_per_loop=3, micro_batches=micro_batches,
-                        checkpoint_every=1000)
-        c.model.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-        t = Trainer(c, str(tmp_path / name), strategy=strategy, progress=False)
-        t.train()
-        return _weights(t), t
-
-    reference, _ = run("ref", None, 1)
-    accumulated, t = run("acc", _mirrored(replicas) if replicas > 1 else None, 4 // replicas)
+    reference = one_big_batch
+    strategy = _mirrored(replicas) if replicas > 1 else None
+    accumulated, t = _dropout_free_run(mlm_data, tmp_path / "acc", strategy, 4 // replicas)
     assert t.strategy.num_replicas_in_sync == replicas
     assert int(t.optimizer.iterations.numpy()) == 3          # one update per k micro-batches
     for a, b in zip(reference, accumulated):
@@ -165,16 +173,13 @@ def test_simbert_similarity_uses_the_global_batch():
 
 # ------------------------------------------------------------------------------ resume, SIGTERM
 
-def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(mlm_data, tmp_path):
-    full = Trainer(tiny_config(mlm_data, steps=6), str(tmp_path / "full"), progress=False)
-    full.train()
-    first = Trainer(tiny_config(mlm_data, steps=4), str(tmp_path / "cut"), progress=False)
-    first.train()
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(mlm_data, six_step_runs, tmp_path):
+    full, cut_copy = six_step_runs    # a run to step 6, and one cut at step 4
     # A new trainer (as after a crash): restores model, optimizer, step and the data iterator.
-    second = Trainer(tiny_config(mlm_data, steps=6), str(tmp_path / "cut"), progress=False)
+    second = Trainer(tiny_config(mlm_data, steps=6), cut_copy(tmp_path / "cut"), progress=False)
     result = second.train()
     assert result.step == 6
-    for a, b in zip(_weights(full), _weights(second)):
+    for a, b in zip(full, _weights(second)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     lines = [json.loads(x) for x in open(tmp_path / "cut" / "metrics.jsonl")]
     assert [x["step"] for x in lines if x["split"] == "train"] == [2, 4, 6]
