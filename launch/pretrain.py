@@ -42,7 +42,8 @@ def main(argv):
     from pretrain import run_config
     try:
         if FLAGS.probe:
-            FLAGS.config.probes = list(FLAGS.config.probes) + [parse_probe(p) for p in FLAGS.probe]
+            FLAGS.config.probes = list(FLAGS.config.probes) + [run_config.probe_from_flag(p)
+                                                                 for p in FLAGS.probe]
         config = run_config.parse(FLAGS.config)
     except (run_config.ConfigError, ValueError) as e:
         print("pretrain: error: %s" % e, file=sys.stderr)
@@ -111,22 +112,6 @@ def _train(config, lock):
               file=sys.stderr)
         return 130
     return {"finished": 0, "preempted": 0, "interrupted": 130}.get(result.status, 1)
-
-
-def parse_probe(text: str) -> dict:
-    """--probe=NAME=TRAIN,EVAL[,KEY=VALUE...] -> a config.probes entry (checked with the config);
-    ValueError naming the flag when it is not of that shape."""
-    name, _, rest = text.partition("=")
-    parts = rest.split(",") if rest else []
-    if not name or len(parts) < 2 or "=" in parts[0] or "=" in parts[1]:
-        raise ValueError("--probe=%s: expected NAME=TRAIN.csv,EVAL.csv[,KEY=VALUE...]" % text)
-    entry = {"name": name, "train": parts[0], "eval": parts[1]}
-    for part in parts[2:]:
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise ValueError("--probe=%s: %r is not KEY=VALUE" % (text, part))
-        entry[key] = int(value) if key == "max_len" and value.isdigit() else value
-    return entry
 
 
 def _log(text):

@@ -135,6 +135,22 @@ def _probes(v):
     return "; ".join(found) or None
 
 
+def probe_from_flag(text: str) -> dict:
+    """launch.pretrain's --probe=NAME=TRAIN,EVAL[,KEY=VALUE...] -> a `probes` entry (checked with
+    the config); ValueError naming the flag when it is not of that shape."""
+    name, _, rest = text.partition("=")
+    parts = rest.split(",") if rest else []
+    if not name or len(parts) < 2 or "=" in parts[0] or "=" in parts[1]:
+        raise ValueError("--probe=%s: expected NAME=TRAIN.csv,EVAL.csv[,KEY=VALUE...]" % text)
+    entry = {"name": name, "train": parts[0], "eval": parts[1]}
+    for part in parts[2:]:
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError("--probe=%s: %r is not KEY=VALUE" % (text, part))
+        entry[key] = int(value) if key == "max_len" and value.isdigit() else value
+    return entry
+
+
 def decay_problem(name, weight_decay, lazy) -> Optional[str]:
     """Why an optimizer without decoupled weight decay (Keras's adam, sgd) cannot take the
     weight decay or lazy rows asked for; None when it can."""

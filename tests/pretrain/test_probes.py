@@ -155,7 +155,8 @@ def test_a_run_scores_its_probes_from_step_0_and_names_the_best_step(mlm_data, p
     assert result.probe_metrics["probe/language/accuracy"] == rows[-1]["probe/language/accuracy"]
     best = max(rows, key=lambda r: (r["probe/language/accuracy"], -r["step"]))
     err = capsys.readouterr().err
-    assert "probe language: best accuracy %.4f at step %d" % (best["probe/language/accuracy"], best["step"]) in err
+    assert "probe language: best accuracy %.4f at step %d" % (
+        best["probe/language/accuracy"], best["step"]) in err
     assert "probe at step 0: probe/language/accuracy" in err
     assert os.listdir(RunDir(workdir).tensorboard("probe"))
     saved = json.load(open(RunDir(workdir).config))
@@ -201,9 +202,9 @@ def test_features_are_the_same_on_two_replicas(mlm_data, probe_files, tmp_path):
 
 def test_the_probe_flag_adds_entries_the_config_checks():
     from configs import base
-    from launch.pretrain import parse_probe
     from pretrain import run_config
 
+    parse_probe = run_config.probe_from_flag
     entry = parse_probe("sentiment=gs://b/train.csv,eval.csv,text=review,max_len=96")
     assert entry == {"name": "sentiment", "train": "gs://b/train.csv", "eval": "eval.csv",
                      "text": "review", "max_len": 96}
