@@ -28,6 +28,25 @@ def pytest_configure(config):
                             "TensorFlow of TPU VMs (requirements-tpu.txt)")
 
 
+def built_once(tmp_path_factory, name, build):
+    """`build()`'s value (JSON: paths, scores), computed once per test session. Under pytest-xdist
+    every worker process runs the session fixtures it needs, so a costly one used by test files
+    that land on different workers would be built by each: here the first worker to ask builds it
+    (under a lock in the directory the workers share) and the others read its record."""
+    import fcntl
+    import json
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build()
+    shared = tmp_path_factory.getbasetemp().parent          # this session's, above each worker's
+    record = shared / ("%s.json" % name)
+    with open(shared / ("%s.lock" % name), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            record.write_text(json.dumps(build()), encoding="utf-8")
+        return json.loads(record.read_text(encoding="utf-8"))
+
+
 def mirrored(replicas):
     """One MirroredStrategy per replica count for the whole session: separate instances would
     reuse the same collective-op instance keys and abort each other's all-gathers."""

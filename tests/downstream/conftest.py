@@ -10,6 +10,7 @@ import pytest
 
 from pretrain.google_checkpoint import write_checkpoint
 from pretrain.modeling import BertConfig, build_model, google_variables
+from tests.conftest import built_once
 from tests.export.conftest import exported, trained_run  # noqa: F401  (fixtures: the pipeline's export)
 from tests.pretrain.conftest import mlm_data  # noqa: F401
 
@@ -112,11 +113,15 @@ def copy_model(tmp_path_factory, wordpiece_vocab):
     decoding reproduces the held-out targets (at most 16 epochs), saved as an export."""
     from downstream import load_finetune_tokenizer, seq2seq
 
-    base = write_export(tmp_path_factory.mktemp("quickstart"), QUICKSTART, seed=0, vocab=wordpiece_vocab)
-    tokenizer = load_finetune_tokenizer(wordpiece_vocab)
-    train, held = copy_pairs(tokenizer)
-    output = str(tmp_path_factory.mktemp("copy") / "export")
-    stop = StopWhenCopied(seq2seq.Seq2SeqData(tokenizer, 8, 8), held)
-    result = seq2seq.finetune(base, train, held, output, max_source_len=8, max_target_len=8, epochs=16,
-                              batch_size=32, learning_rate=2e-3, callbacks=[stop], log=lambda text: None)
-    return output, result, held
+    def build():
+        base = write_export(tmp_path_factory.mktemp("quickstart"), QUICKSTART, seed=0, vocab=wordpiece_vocab)
+        tokenizer = load_finetune_tokenizer(wordpiece_vocab)
+        train, held = copy_pairs(tokenizer)
+        output = str(tmp_path_factory.mktemp("copy") / "export")
+        stop = StopWhenCopied(seq2seq.Seq2SeqData(tokenizer, 8, 8), held)
+        result = seq2seq.finetune(base, train, held, output, max_source_len=8, max_target_len=8,
+                                  epochs=16, batch_size=32, learning_rate=2e-3, callbacks=[stop],
+                                  log=lambda text: None)
+        return output, result, held
+
+    return tuple(built_once(tmp_path_factory, "copy_model", build))   # used by two test files
