@@ -6,23 +6,25 @@ A probe is two labelled CSV files (`data_pipeline.labelled`: a text column, opti
 one, and a label). At every evaluation (`train.eval_every`, the end of the run, and step 0 of a
 new run, so that the curve starts from the untrained network) the trainer runs the encoder over
 both files' rows with the strategy it trains with (`Trainer.probe_features`: the same forward
-pass as its evaluation, on any device and any number of workers), and the chief fits a linear
-classifier to the train rows' features and scores it on the eval rows. The features of a row
-are its [CLS] vector and the mean of its tokens' vectors, from the last layer ([2H]). Logged as
-`probe/<name>/accuracy` and `probe/<name>/macro_f1` (metrics.jsonl rows of split "probe",
-TensorBoard's probe/ run); the run's summary names each probe's best step.
+pass as its evaluation, on any device and any number of workers), then fits a linear classifier
+to the train rows' features on the host and scores it on the eval rows (every worker fits the
+same one; the chief reports it). The features of a row are its [CLS] vector and the mean of its
+tokens' vectors, from the last layer ([2H]). Logged as `probe/<name>/accuracy` and
+`probe/<name>/macro_f1` (metrics.jsonl rows of split "probe", TensorBoard's probe/ run); the
+run's summary names each probe's best step.
 
 The classifier is multinomial logistic regression on standardised features (the train rows'
-mean and deviation), fitted in NumPy by L-BFGS (`fit_softmax`; its
-objective is checked against SciPy's L-BFGS in the tests). Its L2 strength is chosen on a
-seeded fifth of the train rows, held out, then the classifier is refitted on all of them: the
-eval rows are only ever scored, so a probe cannot tune itself to them (a probe with random
-labels stays at chance; tested). At BERT-base size (2 x 768 features) a few thousand rows fit
-in seconds on one CPU core.
+mean and deviation), fitted in NumPy by L-BFGS (`fit_softmax`; its objective is checked against
+SciPy's L-BFGS in the tests). Its L2 strength is the one of `L2_GRID` with the lowest
+cross-entropy on a seeded fifth of the train rows, held out; the classifier is then refitted on
+all of them. The eval rows are only ever scored, so a probe cannot tune itself to them (a probe
+with random labels stays at chance; tested). At BERT-base width (2 x 768 features) a few
+thousand rows fit in seconds on one CPU core.
 
 Everything that can be wrong with a probe's files (unreadable, not UTF-8, a missing column, an
-empty field, one class, an eval label never trained on, rows longer than the model's positions)
-fails when the trainer is built, before the first step, naming the file and the line.
+empty field, one class, an eval label never trained on) or settings (a max_len past the model's
+positions) fails when the trainer is built, before the first step, naming the file and the line.
+Rows longer than max_len are cut, the longer text of a pair first.
 """
 
 import dataclasses
@@ -34,7 +36,7 @@ from data_pipeline.labelled import LabelledDataError, check_labels, read_labelle
 from data_pipeline.schema import sequence_padding
 
 # The classifier: the L2 strengths tried (on the mean cross-entropy of standardised features), the
-# share of train rows held out to choose one, and the accelerated-gradient steps of each fit.
+# share of train rows held out to choose one, and the most L-BFGS steps of each fit.
 L2_GRID = (1e-1, 1e-2, 1e-3, 1e-4)
 HELD_OUT_SHARE = 0.2
 FIT_STEPS = 100          # L-BFGS steps: the objective within ~1e-5 of its optimum (tested)
@@ -50,8 +52,8 @@ class ProbeError(ValueError):
 
 @dataclasses.dataclass
 class ProbeData:
-    """One probe's rows, tokenized: ids and segments [N, max_len] int32 (0-padded), labels [N]
-    (indices into `labels`)."""
+    """One probe's rows, tokenized: ids and segments [N, max_len] int32 (padded with the pad id
+    and segment 0), labels [N] (indices into `labels`)."""
     name: str
     labels: List[str]
     train_ids: np.ndarray
