@@ -167,7 +167,7 @@ class Trainer:
         file fails here, before the first step."""
         if not self.config.probes:
             return []
-        from data_pipeline.tokenizer import VocabError, load_tokenizer
+        from data_pipeline.tokenizer import VocabError, count_unknown, load_tokenizer, unknown_warning
 
         vocab = self.manifest.vocab
         if vocab is None:
@@ -175,12 +175,19 @@ class Trainer:
                              "tokenize the probes' text with." % self.manifest.data_dir)
         try:
             tokenizer = load_tokenizer(vocab.path, vocab.lower_case)
-            return probes.load(self.config.probes, tokenizer, self.model_config.max_position_embeddings,
-                               self.manifest.seq_len)
+            loaded = probes.load(self.config.probes, tokenizer, self.model_config.max_position_embeddings,
+                                 self.manifest.seq_len)
         except (OSError, VocabError) as e:
             raise TrainError("config.probes: cannot open the data's vocabulary %s: %s" % (vocab.path, e))
         except probes.ProbeError as e:
             raise TrainError("config.probes: %s" % e)
+        for p in loaded:   # a probe in a script the vocabulary lacks measures nothing: say so
+            real = [row[row != vocab.special_ids.pad] for row in p.train_ids]
+            warning = unknown_warning(*count_unknown(real, vocab.special_ids.unk),
+                                      "probe %r's train rows" % p.name, vocab.path)
+            if warning:
+                self._log(warning)
+        return loaded
 
     def resolved_config(self):
         """The config as the run trains with it (config.json): the model as built, the precision

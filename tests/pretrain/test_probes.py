@@ -215,3 +215,13 @@ def test_the_probe_flag_adds_entries_the_config_checks():
     for bad in ("sentiment", "sentiment=train.csv", "=a,b", "s=a,b,max_len"):
         with pytest.raises(ValueError, match="--probe=%s: " % re.escape(bad)):
             parse_probe(bad)
+
+
+def test_a_probe_the_vocabulary_cannot_read_is_named_at_start_up(mlm_data, tmp_path, capsys):
+    rows = [("สวัสดีครับ", "ab"[i % 2]) for i in range(8)]      # Thai: not in the test vocabulary
+    c = tiny_config(mlm_data)
+    c.probes = [dict(name="thai", train=_write(tmp_path / "t.csv", rows),
+                     eval=_write(tmp_path / "e.csv", rows))]
+    Trainer(c, str(tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert "warning: " in err and "of the tokens of probe 'thai''s train rows are [UNK]" in err
